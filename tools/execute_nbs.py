@@ -1,0 +1,36 @@
+"""Execute notebooks in place so the committed copies show their outputs (figures, tables, training logs).
+
+Cells flagged with a test flag from settings.ini (`#| cuda`, `#| slow`) are skipped unless named in --flags,
+as `nbdev_test` does, and training uses the quick settings unless VISIONCOURSE_QUICK=0 is set.
+Usage: python tools/execute_nbs.py nbs/01_pets.ipynb [...] [--flags "cuda slow"]
+"""
+import argparse, os, re, sys, time
+from pathlib import Path
+from execnb.nbio import read_nb, write_nb
+from execnb.shell import CaptureShell
+from nbdev.config import get_config
+
+def flags_of(cell):
+    "The `#| name` directives of a code cell's first lines."
+    return {m.group(1) for m in re.finditer(r'^#\|\s*([\w-]+)', cell.source, flags=re.M)}
+
+def execute(path, run_flags):
+    skip = set(get_config().tst_flags.split()) - set(run_flags)
+    nb = read_nb(path)
+    def _skip(cell): return cell.cell_type != 'code' or bool(flags_of(cell) & skip) or 'nbdev_export(' in cell.source
+    start = time.time()
+    shell = CaptureShell(path)
+    cwd = os.getcwd()
+    os.chdir(Path(path).parent)
+    try: shell.run_all(nb, exc_stop=True, preproc=_skip)
+    finally: os.chdir(cwd)
+    write_nb(nb, path)
+    print(f'{path}: executed in {time.time()-start:.0f} s')
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('paths', nargs='+')
+    p.add_argument('--flags', default='', help='space-separated test flags whose cells should run too')
+    args = p.parse_args()
+    os.environ.setdefault('VISIONCOURSE_QUICK', '1')
+    for path in args.paths: execute(Path(path).resolve(), args.flags.split())
