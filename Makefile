@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Small settings so the run takes a few minutes on a 2-core CPU; override on the command line.
 RUN_ARGS ?= --epochs 1 --size 64 --bs 32 --arch resnet18 --out runs/pets --force
 
-.PHONY: venv run test test-gpu export sync-check nbtest pytest lab clean bench
+.PHONY: venv run test test-gpu readme sync-check nbtest pytest lab clean bench
 
 venv: $(STAMP)
 
@@ -28,6 +28,11 @@ sync-check: $(STAMP)
 	$(BIN)/nbdev_export
 	@diff -r -x __pycache__ -x '*.egg-info' $(VENV)/lib-before lib || { echo "nbdev_export changed lib/: run nbdev_export and commit lib/ with the notebooks"; exit 1; }
 	@echo "nbdev_export: lib/ in sync with nbs/"
+	$(BIN)/python tools/readme.py --check
+
+# README.md is generated from nbs/index.ipynb (nbdev_readme needs quarto, which cannot be installed offline).
+readme: $(STAMP)
+	$(BIN)/python tools/readme.py
 
 nbtest: $(STAMP)
 	$(BIN)/nbdev_test --n_workers 1 --timing
