@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = []
 
-# %% ../../nbs/99_all.ipynb #98d2d71d
+# %% ../../nbs/99_all.ipynb #f803524f
 from . import data, learner
 from .data import *
 from .learner import *

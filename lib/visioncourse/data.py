@@ -6,19 +6,19 @@
 __all__ = ['DATASETS', 'check_name', 'layout_problem', 'repo_root', 'local_candidates', 'fastai_cache_path', 'can_reach',
            'DatasetNotFoundError', 'dataset_path']
 
-# %% ../../nbs/00_data.ipynb #01aecf05
+# %% ../../nbs/00_data.ipynb #88380f28
 import os, socket, warnings
 from pathlib import Path
 from fastai.data.external import URLs, untar_data, fastai_path
 
-# %% ../../nbs/00_data.ipynb #3354c048
+# %% ../../nbs/00_data.ipynb #e6644acb
 DATASETS = {
     'pets':           URLs.PETS,
     'pascal_2007':    URLs.PASCAL_2007,
     'biwi_head_pose': URLs.BIWI_HEAD_POSE,
 }
 
-# %% ../../nbs/00_data.ipynb #6913dd22
+# %% ../../nbs/00_data.ipynb #7205929b
 def _pets_problem(path):
     imgs = path/'images'
     if not imgs.is_dir(): return f"no 'images/' folder in {path}"
@@ -37,7 +37,7 @@ def _biwi_problem(path):
 
 _PROBLEMS = {'pets': _pets_problem, 'pascal_2007': _pascal_problem, 'biwi_head_pose': _biwi_problem}
 
-# %% ../../nbs/00_data.ipynb #57d2aa20
+# %% ../../nbs/00_data.ipynb #cdc4e76b
 def check_name(name):
     "Raise a `ValueError` listing the known datasets if `name` is not one of them."
     if name not in DATASETS:
@@ -51,7 +51,7 @@ def layout_problem(name, path):
     if not path.is_dir(): return f"{path} is not a folder"
     return _PROBLEMS[name](path)
 
-# %% ../../nbs/00_data.ipynb #e8b9a6c8
+# %% ../../nbs/00_data.ipynb #9579fd62
 def repo_root():
     "The course repository's root folder, or `None` when the package is used outside it."
     import visioncourse
@@ -61,7 +61,7 @@ def repo_root():
             ini = p/'settings.ini'
             if ini.is_file() and 'lib_name = visioncourse' in ini.read_text(): return p
 
-# %% ../../nbs/00_data.ipynb #b6268231
+# %% ../../nbs/00_data.ipynb #ed18b8c6
 def local_candidates(name):
     "The local folders to try for dataset `name`, in order, each with where it came from."
     res = []
@@ -71,7 +71,7 @@ def local_candidates(name):
         res.append(('sample mirror', root.parent/'shared'/'realdata'/name))
     return res
 
-# %% ../../nbs/00_data.ipynb #dea7046d
+# %% ../../nbs/00_data.ipynb #f1978193
 def fastai_cache_path(name):
     "Where `untar_data` keeps dataset `name` once extracted."
     return fastai_path('data')/DATASETS[name].split('/')[-1].split('.')[0]
@@ -83,11 +83,11 @@ def can_reach(url, timeout=3.0):
         with socket.create_connection((host, 443), timeout=timeout): return True
     except OSError: return False
 
-# %% ../../nbs/00_data.ipynb #60fa19b2
+# %% ../../nbs/00_data.ipynb #79986de3
 class DatasetNotFoundError(FileNotFoundError):
     "No usable copy of a course dataset was found."
 
-# %% ../../nbs/00_data.ipynb #022692d7
+# %% ../../nbs/00_data.ipynb #2154adde
 def dataset_path(name, roots=None, download=True):
     "The root folder of dataset `name` in fastai's layout: env var, `data/`, sample mirror, then `untar_data`."
     check_name(name)
@@ -106,7 +106,7 @@ def dataset_path(name, roots=None, download=True):
     raise DatasetNotFoundError(f"No usable copy of dataset {name!r}. Tried:\n  " + '\n  '.join(tried) +
         f"\nPut the dataset in data/{name} or in $VISIONCOURSE_DATA/{name} (see data/README.md).")
 
-# %% ../../nbs/00_data.ipynb #45cbea05
+# %% ../../nbs/00_data.ipynb #2efcd91c
 def _from_fastai(name, tried):
     "Dataset `name` from fastai's cache or a fresh `untar_data` download; notes failures in `tried`."
     url, cached = DATASETS[name], fastai_cache_path(name)

@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['weights_url', 'weights_cached', 'course_learner', 'quick_run']
 
-# %% ../../nbs/00a_learner.ipynb #8b8808df
+# %% ../../nbs/00a_learner.ipynb #ec160ee3
 import os, torch, torchvision
 from pathlib import Path
 from fastai.vision.all import vision_learner, Normalize, imagenet_stats
 from .data import can_reach
 
-# %% ../../nbs/00a_learner.ipynb #0e9e3ded
+# %% ../../nbs/00a_learner.ipynb #dffa8cff
 def weights_url(arch):
     "The URL of the default ImageNet weights of the torchvision architecture `arch` (e.g. `resnet34`)."
     return torchvision.models.get_model_weights(arch.__name__).DEFAULT.url
@@ -20,13 +20,13 @@ def weights_cached(arch):
     "Whether `arch`'s ImageNet weights are already in PyTorch's hub cache."
     return (Path(torch.hub.get_dir())/'checkpoints'/weights_url(arch).split('/')[-1]).is_file()
 
-# %% ../../nbs/00a_learner.ipynb #35364dec
+# %% ../../nbs/00a_learner.ipynb #aa9f73f7
 def _ensure_normalized(dls):
     "Add ImageNet normalisation to `dls` if it has none."
     if not any(isinstance(t, Normalize) for t in dls.after_batch.fs):
         dls.add_tfms([Normalize.from_stats(*imagenet_stats)], 'after_batch')
 
-# %% ../../nbs/00a_learner.ipynb #ecbc8c79
+# %% ../../nbs/00a_learner.ipynb #c6215694
 def course_learner(dls, arch, pretrained=True, **kwargs):
     "`vision_learner(dls, arch, ...)`, pretrained where the weights can be had, else random weights and one printed line."
     if pretrained and not weights_cached(arch) and not can_reach(weights_url(arch)):
@@ -43,7 +43,7 @@ def course_learner(dls, arch, pretrained=True, **kwargs):
     if not pretrained: _ensure_normalized(dls)
     return learn
 
-# %% ../../nbs/00a_learner.ipynb #95b4557d
+# %% ../../nbs/00a_learner.ipynb #ba32c0ff
 def quick_run():
     "Whether to train with small, fast settings: under `nbdev_test`, unless `VISIONCOURSE_QUICK` says otherwise."
     forced = os.environ.get('VISIONCOURSE_QUICK')

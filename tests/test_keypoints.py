@@ -1,0 +1,125 @@
+"Tests of the installed `visioncourse.keypoints`: BIWI labels, bad files, splitting, metric, prediction."
+import functools, pickle, shutil
+from pathlib import Path
+import pytest, torch
+from fastai.vision.all import load_learner, resnet18
+from visioncourse.data import dataset_path
+from visioncourse.keypoints import (BiwiFormatError, biwi_dls, get_ctr, img2pose, person_splitter, pixel_error,
+                                    predict_ctr, read_calibration, read_pose, read_rgb_cal, sigmoid_range, to_pixels)
+
+BIWI = dataset_path('biwi_head_pose')
+FRAME = BIWI/'01'/'frame_00003_rgb.jpg'
+
+def person_copy(root, person='01', frames=('frame_00003',), pose=True, cal=True):
+    "A copy of `frames` of `person` (and its rgb.cal) in `root/person`."
+    dst = root/person
+    dst.mkdir(parents=True, exist_ok=True)
+    for fr in frames:
+        shutil.copy(BIWI/person/f'{fr}_rgb.jpg', dst)
+        if pose: shutil.copy(BIWI/person/f'{fr}_pose.txt', dst)
+    if cal: shutil.copy(BIWI/person/'rgb.cal', dst)
+    return dst
+
+def test_img2pose():
+    assert img2pose(FRAME) == BIWI/'01'/'frame_00003_pose.txt'
+    with pytest.raises(ValueError, match='not a BIWI colour frame'): img2pose(BIWI/'01'/'rgb.cal')
+
+def test_get_ctr_inside_image():
+    for f in (FRAME, BIWI/'12'/'frame_00019_rgb.jpg'):
+        for extrinsics in (False, True):
+            x, y = get_ctr(f, extrinsics=extrinsics).tolist()
+            assert 0 <= x < 640 and 0 <= y < 480
+
+def test_get_ctr_book_formula():
+    K = read_calibration(BIWI/'01').K
+    c = read_pose(img2pose(FRAME))
+    expected = torch.tensor([c[0]*K[0, 0]/c[2] + K[0, 2], c[1]*K[1, 1]/c[2] + K[1, 2]], dtype=torch.float32)
+    assert torch.allclose(get_ctr(FRAME), expected)
+
+def test_missing_pose_file(tmp_path):
+    d = person_copy(tmp_path, pose=False)
+    with pytest.raises(FileNotFoundError, match='frame_00003_pose.txt'): get_ctr(d/'frame_00003_rgb.jpg')
+
+def test_malformed_pose_file(tmp_path):
+    d = person_copy(tmp_path)
+    (d/'frame_00003_pose.txt').write_text('1 0 0\n0 1 0\n0 0 1\n\n12.5 30\n')
+    with pytest.raises(BiwiFormatError, match='head centre') as e: get_ctr(d/'frame_00003_rgb.jpg')
+    assert 'frame_00003_pose.txt' in str(e.value)
+
+@pytest.mark.parametrize('text, problem', [
+    ('', 'intrinsics matrix'),
+    ('517.679 0 320\n0 517.679 240.5\n\n0 0 0 0\n', 'intrinsics matrix'),
+    ('517.679 0 320\n0 oops 240.5\n0 0 1\n', 'not all numbers'),
+    ('517.679 0 320\n0 517.679 240.5\n0 0 1\n\n0 0 0 0\n\n1 0 0\n0 1 0\n0 0 1\n', 'extrinsic translation'),
+    ('0 0 320\n0 0 240.5\n0 0 1\n\n0 0 0 0\n\n1 0 0\n0 1 0\n0 0 1\n\n0 0 0\n', 'focal lengths'),
+])
+def test_malformed_rgb_cal(tmp_path, text, problem):
+    d = person_copy(tmp_path)
+    (d/'rgb.cal').write_text(text)
+    with pytest.raises(BiwiFormatError, match=problem) as e: read_calibration(d)
+    assert str((d/'rgb.cal').resolve()) in str(e.value)
+    with pytest.raises(ValueError): get_ctr(d/'frame_00003_rgb.jpg')
+
+def test_missing_rgb_cal(tmp_path):
+    d = person_copy(tmp_path, cal=False)
+    with pytest.raises(FileNotFoundError, match='rgb.cal'): get_ctr(d/'frame_00003_rgb.jpg')
+
+def test_calibration_cached(tmp_path):
+    d = person_copy(tmp_path)
+    cal = read_calibration(d)
+    (d/'rgb.cal').write_text('garbage')   # not read again: the first reading is cached
+    assert read_rgb_cal(d/'..'/d.name/'rgb.cal') is cal
+    assert not cal.K.flags.writeable
+
+def test_person_splitter():
+    files = sorted(BIWI.glob('*/*_rgb.jpg'))
+    train, valid = person_splitter('12')(files)
+    assert (len(train), len(valid)) == (11, 3)
+    assert {files[i].parent.name for i in valid} == {'12'}
+    pickle.loads(pickle.dumps(person_splitter('12')))
+    with pytest.raises(ValueError, match='only person'): person_splitter('12')([f for f in files if f.parent.name == '12'])
+
+def test_absent_person(tmp_path):
+    person_copy(tmp_path, '01', frames=('frame_00003', 'frame_00166'))
+    person_copy(tmp_path, '12', frames=('frame_00019',))
+    with pytest.raises(ValueError, match='persons present: 01, 12'): biwi_dls(tmp_path, size=(60, 80), bs=2)
+    dls = biwi_dls(tmp_path, size=(60, 80), valid_person='12', bs=64)   # bs is capped at the 2 training frames
+    assert (len(dls.train_ds), len(dls.valid_ds), dls.bs) == (2, 1, 2)
+
+def test_batch_targets():
+    dls = biwi_dls(BIWI, size=(60, 80), valid_person='12', bs=4)
+    xb, yb = dls.one_batch()
+    assert xb.shape == (4, 3, 60, 80) and yb.shape == (4, 1, 2)
+    assert yb.min() >= -1 and yb.max() <= 1
+    xv, yv = dls.valid.one_batch()
+    expected = torch.stack([get_ctr(f) for f in dls.valid.items])
+    assert torch.allclose(to_pixels(yv.cpu()), expected, atol=1e-3)
+
+def test_sigmoid_range():
+    from fastai.layers import sigmoid_range as fastai_sigmoid_range
+    x = torch.linspace(-4, 4, 17)
+    assert torch.allclose(sigmoid_range(x, -1, 1), fastai_sigmoid_range(x, -1, 1))
+    assert torch.allclose(sigmoid_range(torch.tensor([-100., 0., 100.]), -1, 1), torch.tensor([-1., 0., 1.]))
+
+def test_pixel_error():
+    assert torch.isclose(pixel_error(torch.tensor([[0., 0.]]), torch.tensor([[0.1, 0.]])), torch.tensor(32.))
+    assert torch.isclose(pixel_error(torch.zeros(2, 2), torch.tensor([[[0., 0.1]], [[0., 0.3]]])), torch.tensor(48.))
+    assert torch.isclose(pixel_error(torch.tensor([[0., 0.]]), torch.tensor([[0.1, 0.]]), img_size=(100, 50)),
+                         torch.tensor(5.))
+
+def test_export_and_predict(tmp_path):
+    from visioncourse.learner import course_learner
+    dls = biwi_dls(BIWI, size=(60, 80), valid_person='12', bs=4)
+    learn = course_learner(dls, resnet18, pretrained=False, y_range=(-1, 1), metrics=pixel_error)
+    learn.export(tmp_path/'biwi.pkl')
+    learn = load_learner(tmp_path/'biwi.pkl')
+    for f in (FRAME, BIWI/'12'/'frame_00019_rgb.jpg'):
+        x, y = predict_ctr(learn, f).tolist()
+        assert 0 <= x <= 640 and 0 <= y <= 480   # y_range keeps predictions inside the image
+
+def test_get_ctr_picklable():
+    for f in (get_ctr, functools.partial(get_ctr, extrinsics=True), pixel_error): pickle.loads(pickle.dumps(f))
+
+def test_missing_dataset_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nowhere'): biwi_dls(tmp_path/'nowhere')
+    with pytest.raises(ValueError, match='persons present: none'): biwi_dls(tmp_path)
