@@ -5,10 +5,14 @@
 # %% auto #0
 __all__ = []
 
-# %% ../../nbs/99_all.ipynb #f803524f
-from . import data, learner
+# %% ../../nbs/99_all.ipynb #6de90e64
+from . import data, learner, pets, multilabel, keypoints, cli
 from .data import *
 from .learner import *
+from .pets import *
+from .multilabel import *
+from .keypoints import *
+from .cli import *
 
-_modules = [data, learner]
+_modules = [data, learner, pets, multilabel, keypoints, cli]
 __all__ = [name for m in _modules for name in m.__all__]

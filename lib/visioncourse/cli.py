@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['PROBLEMS', 'ARCHS', 'COMMANDS', 'USAGE', 'UsageError', 'check_options', 'resolve_data', 'check_image', 'image_files',
            'biwi_valid_person', 'problem_dls', 'problem_learner', 'check_out', 'publish', 'save_fig', 'threshold_sweep',
-           'problem_plots', 'device_name', 'library_versions', 'train_ctx', 'CountBatches', 'train', 'load_model',
-           'predict_line', 'predict', 'count_items', 'datasets', 'main']
+           'problem_plots', 'device_name', 'library_versions', 'train_ctx', 'CountBatches', 'find_lr', 'evaluate_alone',
+           'write_results', 'load_model', 'predict_line', 'count_items', 'main']
 
 # %% ../../nbs/04_cli.ipynb #1d88da4b
 import argparse, json, os, platform, shutil, sys, tempfile, time, traceback, warnings
@@ -20,8 +20,8 @@ import visioncourse
 from .data import DATASETS, dataset_path, layout_problem, check_name
 from .learner import course_learner
 from .pets import pets_dls
-from .multilabel import pascal_dls, accuracy_multi, best_threshold, mean_average_precision, set_threshold
-from .keypoints import biwi_dls, pixel_error, predict_ctr
+from .multilabel import check_train_csv, pascal_dls, accuracy_multi, best_threshold, mean_average_precision, set_threshold
+from .keypoints import biwi_dls, get_ctr, pixel_error, predict_ctr
 
 # %% ../../nbs/04_cli.ipynb #812b0ef2
 class UsageError(Exception):
@@ -67,8 +67,7 @@ def image_files(problem, path):
     "Every image file a training run on `problem` at `path` will read."
     if problem == 'pets': return get_image_files(path/'images')
     if problem == 'biwi': return get_image_files(path)
-    df = pd.read_csv(path/'train.csv')
-    return L(path/'train'/f for f in df['fname']) if 'fname' in df else L()
+    return L(path/'train'/f for f in check_train_csv(path)['fname'])
 
 # %% ../../nbs/04_cli.ipynb #820ac2dd
 def biwi_valid_person(path, valid_person=None):
@@ -179,7 +178,34 @@ class CountBatches(Callback):
     def after_batch(self):
         if self.training: self.n += 1
 
-# %% ../../nbs/04_cli.ipynb #a76af84a
+# %% ../../nbs/04_cli.ipynb #1230008f
+def find_lr(learn, out):
+    "The finder's `valley` rate, with its plot saved in `out`; `None` under a distributed launch."
+    if num_distrib() > 1: return None
+    n_it = min(100, max(20, 3*len(learn.dls.train)))
+    lr = learn.lr_find(num_it=n_it, suggest_funcs=(valley,)).valley
+    save_fig(out/'lr_find.png')
+    return float(lr)
+
+# %% ../../nbs/04_cli.ipynb #866a60fb
+def evaluate_alone():
+    "Let this process compute metrics without gathering from the (finished) other processes."
+    os.environ['WORLD_SIZE'] = '1'
+
+# %% ../../nbs/04_cli.ipynb #b069c5f9
+def write_results(problem, learn, out, settings, start):
+    "Save the problem's plot, the exported model (marked as ours) and `metrics.json` into `out`."
+    extra = problem_plots(problem, learn, out)
+    values = learn.validate()
+    names = ['valid_loss'] + [m.name for m in learn.metrics]
+    learn.visioncourse = dict(problem=problem, version=visioncourse.__version__)
+    learn.export(out/'model.pkl')
+    report = dict(problem=problem, metrics={**dict(zip(names, map(float, values))), **extra}, settings=settings,
+                  device=device_name(), versions=library_versions(), wall_time_s=round(time.time()-start, 1))
+    (out/'metrics.json').write_text(json.dumps(report, indent=2))
+    print(f"visioncourse: validation metrics {json.dumps(report['metrics'])}")
+
+# %% ../../nbs/04_cli.ipynb #ee499b29
 def train(
     problem:str,           # Which problem: pets, pascal or biwi
     data:str=None,         # Dataset root (default: `dataset_path` of the problem's dataset)
@@ -191,7 +217,7 @@ def train(
     pretrained:bool=True,  # Start from ImageNet weights when they can be had (--no-pretrained: random weights)
     seed:int=42,           # Random seed of the split and the training
     valid_person:str=None, # BIWI: the person held out for validation (default: 13, or the last one present)
-    workers:int=None,      # DataLoader worker processes (default: none for small datasets, else one per core up to 8)
+    workers:int=None,      # DataLoader worker processes (default: none below 200 images, else one per core up to 8)
     out:str='runs/latest', # Folder for the model, metrics.json and plots
     force:bool=False,      # Replace the contents of a non-empty --out
 ):
@@ -199,7 +225,7 @@ def train(
     import matplotlib; matplotlib.use('Agg')
     if problem not in PROBLEMS: raise UsageError(f"unknown problem {problem!r}; choose one of {', '.join(PROBLEMS)}")
     cfg = PROBLEMS[problem]
-    arch, size = arch or cfg['arch'], size or cfg['size']
+    arch, size = arch or cfg['arch'], cfg['size'] if size is None else size
     check_options(epochs, size, bs, lr, arch)
     rank0 = rank_distrib() == 0
     if rank0: check_out(out, force)
@@ -207,8 +233,10 @@ def train(
     path = resolve_data(problem, data)
     files = image_files(problem, path)
     for fn in files: check_image(fn)
+    if problem == 'biwi':
+        for fn in files: get_ctr(fn)  # a missing or malformed pose or calibration file, named now rather than mid-epoch
     start = time.time()
-    if workers is None: workers = 0 if len(files) < 1000 else min(8, os.cpu_count() or 1)
+    if workers is None: workers = 0 if len(files) < 200 else min(8, os.cpu_count() or 1)
     dls = problem_dls(problem, path, size, bs, seed=seed, valid_person=valid_person, num_workers=workers)
     if len(dls.train) == 0:
         bs = max(1, len(dls.train_ds)//max(num_distrib(), 1))
@@ -219,36 +247,26 @@ def train(
     if rank0: out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent)) if rank0 else None
     try:
-        if rank0:
-            dls.show_batch(max_n=6); save_fig(tmp/'show_batch.png')
-        n_it = min(100, max(20, 5*len(dls.train)))
-        lr_found = learn.lr_find(num_it=n_it, suggest_funcs=(valley,)).valley if rank0 else None
-        if rank0: save_fig(tmp/'lr_find.png')
-        # Every process must use the same rate: when distributed, the finder only draws its plot.
-        lr = lr or (2e-3 if num_distrib() > 1 else lr_found)
+        if rank0: dls.show_batch(max_n=6); save_fig(tmp/'show_batch.png')
+        lr_found = find_lr(learn, tmp)
+        lr = lr or lr_found or 2e-3
         counter = CountBatches()
         with train_ctx(learn):
             if learn.pretrained: learn.fine_tune(epochs, base_lr=lr, cbs=counter)
             else: learn.fit_one_cycle(epochs, lr, cbs=counter)
-        if num_distrib() > 1: print(f"visioncourse: process {rank_distrib()} of {num_distrib()} trained {counter.n} batches")
+        processes = max(num_distrib(), 1)
+        if processes > 1: print(f"visioncourse: process {rank_distrib()} of {processes} trained {counter.n} batches")
         if not rank0: return
-        extra = problem_plots(problem, learn, tmp)
-        values = learn.validate()
-        names = ['valid_loss'] + [m.name for m in learn.metrics]
-        learn.visioncourse = dict(problem=problem, version=visioncourse.__version__)
-        learn.export(tmp/'model.pkl')
-        report = dict(problem=problem, metrics={**dict(zip(names, map(float, values))), **extra},
-                      settings=dict(data=str(path), epochs=epochs, size=size, bs=bs, arch=arch, lr=float(lr),
-                                    lr_found=float(lr_found), pretrained=bool(learn.pretrained), seed=seed,
-                                    processes=max(num_distrib(), 1)),
-                      device=device_name(), versions=library_versions(), wall_time_s=round(time.time()-start, 1))
-        (tmp/'metrics.json').write_text(json.dumps(report, indent=2))
+        evaluate_alone()
+        settings = dict(data=str(path), epochs=epochs, size=size, bs=bs, arch=arch, lr=float(lr), lr_found=lr_found,
+                        pretrained=bool(learn.pretrained), seed=seed, processes=processes)
+        write_results(problem, learn, tmp, settings, start)
         publish(tmp, out)
-        print(f"visioncourse: wrote {out}/model.pkl, metrics.json and plots; metrics: {json.dumps(report['metrics'])}")
+        print(f"visioncourse: wrote {out}/model.pkl, metrics.json and plots")
     finally:
         if tmp is not None and tmp.exists(): shutil.rmtree(tmp)
 
-# %% ../../nbs/04_cli.ipynb #b069c5f9
+# %% ../../nbs/04_cli.ipynb #73921935
 def load_model(fn):
     "Load a learner exported by `visioncourse train`, or raise `UsageError` saying why not."
     fn = Path(fn)
@@ -262,7 +280,7 @@ def load_model(fn):
         raise UsageError(f"{fn}: not a visioncourse model export (a pickle, but not from `visioncourse train`)")
     return learn
 
-# %% ../../nbs/04_cli.ipynb #ee499b29
+# %% ../../nbs/04_cli.ipynb #ea780e18
 def predict_line(learn, fn):
     "One line describing the model's prediction for image `fn`."
     check_image(fn)
@@ -275,7 +293,7 @@ def predict_line(learn, fn):
     labels = ' '.join(pred) if len(pred) else '(no label above the threshold)'
     return f"{fn}: {labels} (threshold {learn.loss_func.thresh:.2f})"
 
-# %% ../../nbs/04_cli.ipynb #9c8e2939
+# %% ../../nbs/04_cli.ipynb #120f697d
 def predict(
     model:str,                                       # A model.pkl written by `visioncourse train` (loading it runs code: only files you trust)
     images:str,                                      # Image files to predict (one or more)
@@ -285,7 +303,7 @@ def predict(
     with learn.no_bar(), learn.no_logging():
         for fn in images: print(predict_line(learn, Path(fn)))
 
-# %% ../../nbs/04_cli.ipynb #73921935
+# %% ../../nbs/04_cli.ipynb #b1a328ca
 def count_items(name, path):
     "A short description of how many items dataset `name` at `path` holds."
     if name == 'pets': return f"{len(get_image_files(path/'images'))} images"
@@ -293,14 +311,14 @@ def count_items(name, path):
     frames = get_image_files(path)
     return f"{len(frames)} frames of {len(set(f.parent.name for f in frames))} persons"
 
-# %% ../../nbs/04_cli.ipynb #ea780e18
+# %% ../../nbs/04_cli.ipynb #478df73a
 def datasets():
     "List the course's datasets, where each one resolves and how many items it has."
     for name in DATASETS:
         try: path = dataset_path(name); print(f"{name:15} {path}  ({count_items(name, path)})")
         except Exception as e: print(f"{name:15} not found: {str(e).splitlines()[0]}")
 
-# %% ../../nbs/04_cli.ipynb #728cf92d
+# %% ../../nbs/04_cli.ipynb #42b29caa
 COMMANDS = dict(train=train, predict=predict, datasets=datasets)
 
 def _parser(cmd):
@@ -315,7 +333,7 @@ def _parser(cmd):
     p.error = error
     return p
 
-# %% ../../nbs/04_cli.ipynb #b1a328ca
+# %% ../../nbs/04_cli.ipynb #6e634b84
 USAGE = """usage: visioncourse {train,predict,datasets} [options]   (visioncourse VERB --help for a verb's options)
 
   train     Train a model on pets, pascal or biwi and export it with metrics and plots

@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['pet_label', 'pets_block', 'pets_dls', 'softmax', 'nll_loss', 'log_softmax', 'cross_entropy']
 
-# %% ../../nbs/01_pets.ipynb #d49092e9
+# %% ../../nbs/01_pets.ipynb #172ad423
 import re
 from pathlib import Path
 import torch
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, get_image_files, RandomSplitter,
                                Resize, aug_transforms)
 
-# %% ../../nbs/01_pets.ipynb #b84d007f
+# %% ../../nbs/01_pets.ipynb #c70837cb
 _pet_re = re.compile(r'^(.+)_\d+\.jpe?g$', re.IGNORECASE)
 
 def pet_label(path) -> str:
@@ -23,7 +23,7 @@ def pet_label(path) -> str:
                          f"e.g. 'great_pyrenees_12.jpg'")
     return m.group(1)
 
-# %% ../../nbs/01_pets.ipynb #95a68c1c
+# %% ../../nbs/01_pets.ipynb #4d59d4f1
 def pets_block(size=224, presize=460, seed=42):
     "The book's pet-breeds `DataBlock`: labels from file names, `Resize(presize)` per item, augmentation to `size` per batch."
     if presize < size: raise ValueError(f"presize ({presize}) must be at least size ({size}): presizing makes images larger first")
@@ -31,7 +31,7 @@ def pets_block(size=224, presize=460, seed=42):
                      splitter=RandomSplitter(seed=seed), item_tfms=Resize(presize),
                      batch_tfms=aug_transforms(size=size, min_scale=0.75))
 
-# %% ../../nbs/01_pets.ipynb #1c12e213
+# %% ../../nbs/01_pets.ipynb #e31af724
 def pets_dls(path, size=224, presize=460, bs=64, seed=42, **kwargs):
     "`DataLoaders` for the pet images in the folder `path` (the dataset's `images/`); `kwargs` go to `dataloaders`."
     path = Path(path)
@@ -39,13 +39,13 @@ def pets_dls(path, size=224, presize=460, bs=64, seed=42, **kwargs):
     if not get_image_files(path): raise FileNotFoundError(f"pets_dls: no image files in {path}")
     return pets_block(size, presize, seed).dataloaders(path, bs=bs, **kwargs)
 
-# %% ../../nbs/01_pets.ipynb #2e4b7c90
+# %% ../../nbs/01_pets.ipynb #306fe95d
 def softmax(x):
     "Softmax over the last dimension, stable for large activations (the row's maximum is subtracted first)."
     e = torch.exp(x - x.max(dim=-1, keepdim=True).values)
     return e / e.sum(dim=-1, keepdim=True)
 
-# %% ../../nbs/01_pets.ipynb #e76c4b77
+# %% ../../nbs/01_pets.ipynb #6805d7a5
 _reductions = {'mean': torch.mean, 'sum': torch.sum, 'none': lambda x: x}
 
 def _check_reduction(reduction):
@@ -64,13 +64,13 @@ def nll_loss(inp, targ, reduction='mean'):
         raise ValueError(f"nll_loss: targ must be class indices in [0, {inp.shape[1]}), got values from {targ.min()} to {targ.max()}")
     return _reductions[reduction](-inp[torch.arange(len(targ)), targ])
 
-# %% ../../nbs/01_pets.ipynb #9f99ba8e
+# %% ../../nbs/01_pets.ipynb #558f3d84
 def log_softmax(x):
     "Log of `softmax` over the last dimension, computed stably with the log-sum-exp trick."
     m = x.max(dim=-1, keepdim=True).values
     return x - m - torch.exp(x - m).sum(dim=-1, keepdim=True).log()
 
-# %% ../../nbs/01_pets.ipynb #3d36748d
+# %% ../../nbs/01_pets.ipynb #f8ecd32d
 def cross_entropy(inp, targ, reduction='mean'):
     "PyTorch's `cross_entropy`: `nll_loss` of `log_softmax(inp)`, averaged, summed or per item by `reduction`."
     _check_reduction(reduction)
