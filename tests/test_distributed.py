@@ -1,14 +1,13 @@
 "Data-parallel training with PyTorch's distributed engine: 2 CPU processes (gloo) launched by torchrun."
 import json, os, subprocess, sys
 from pathlib import Path
-from visioncourse.data import dataset_path
 
 BIN = Path(sys.executable).parent
 
 def test_two_processes_train_and_only_rank0_writes(tmp_path):
     out = tmp_path/'ddp'
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    res = subprocess.run([str(BIN/'torchrun'), '--nproc_per_node', '2', '--master_port', '29517', '--no-python',
+    res = subprocess.run([str(BIN/'torchrun'), '--standalone', '--nproc_per_node', '2', '--no-python',
                           str(BIN/'visioncourse'), 'train', 'biwi', '--epochs', '1', '--size', '32', '--bs', '2',
                           '--arch', 'resnet18', '--no-pretrained', '--out', out],
                          capture_output=True, text=True, env=env, timeout=900)

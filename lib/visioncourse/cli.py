@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['PROBLEMS', 'ARCHS', 'COMMANDS', 'USAGE', 'UsageError', 'check_options', 'resolve_data', 'check_image', 'image_files',
-           'biwi_valid_person', 'problem_dls', 'problem_learner', 'check_out', 'publish', 'save_fig', 'threshold_sweep',
-           'problem_plots', 'device_name', 'library_versions', 'train_ctx', 'CountBatches', 'find_lr', 'evaluate_alone',
-           'write_results', 'load_model', 'predict_line', 'count_items', 'main']
+           'check_data', 'biwi_valid_person', 'problem_dls', 'problem_learner', 'check_out', 'publish', 'save_fig',
+           'plot_threshold_sweep', 'problem_plots', 'device_name', 'library_versions', 'train_ctx', 'CountBatches',
+           'find_lr', 'evaluate_alone', 'write_results', 'load_model', 'predict_line', 'count_items', 'main']
 
 # %% ../../nbs/04_cli.ipynb #1d88da4b
-import argparse, json, os, platform, shutil, sys, tempfile, time, traceback, warnings
+import json, os, platform, shutil, sys, tempfile, time, warnings
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # noise from torchvision at import
 from pathlib import Path
 from fastcore.script import anno_parser
@@ -20,7 +20,7 @@ import visioncourse
 from .data import DATASETS, dataset_path, layout_problem, check_name
 from .learner import course_learner
 from .pets import pets_dls
-from .multilabel import check_train_csv, pascal_dls, accuracy_multi, best_threshold, mean_average_precision, set_threshold
+from .multilabel import check_train_csv, pascal_dls, accuracy_multi, threshold_sweep, best_threshold, mean_average_precision, set_threshold
 from .keypoints import biwi_dls, get_ctr, pixel_error, predict_ctr
 
 # %% ../../nbs/04_cli.ipynb #812b0ef2
@@ -36,8 +36,9 @@ PROBLEMS = {
 ARCHS = {'resnet18': resnet18, 'resnet34': resnet34, 'resnet50': resnet50}
 
 # %% ../../nbs/04_cli.ipynb #58b4b636
-def check_options(epochs, size, bs, lr, arch):
+def check_options(epochs, size, bs, lr, arch, workers=None):
     "Raise `UsageError` for option values that cannot work."
+    if workers is not None and workers < 0: raise UsageError(f"--workers must be 0 or more, got {workers}")
     if epochs < 1: raise UsageError(f"--epochs must be at least 1, got {epochs}")
     if size < 16: raise UsageError(f"--size must be at least 16 pixels, got {size}")
     if bs < 1: raise UsageError(f"--bs must be at least 1, got {bs}")
@@ -69,14 +70,23 @@ def image_files(problem, path):
     if problem == 'biwi': return get_image_files(path)
     return L(path/'train'/f for f in check_train_csv(path)['fname'])
 
-# %% ../../nbs/04_cli.ipynb #820ac2dd
+# %% ../../nbs/04_cli.ipynb #4d7ff522
+def check_data(problem, path):
+    "Every image file of the run, each decoded once (for BIWI, with its pose and calibration read too)."
+    files = image_files(problem, path)
+    for fn in files: check_image(fn)
+    if problem == 'biwi':
+        for fn in files: get_ctr(fn)  # a missing or malformed pose or calibration file, named now rather than mid-epoch
+    return files
+
+# %% ../../nbs/04_cli.ipynb #c12d441a
 def biwi_valid_person(path, valid_person=None):
     "`valid_person`, or '13' as in the book when present, else the last person folder."
     if valid_person is not None: return valid_person
     persons = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.isdigit())
     return '13' if '13' in persons else persons[-1]
 
-# %% ../../nbs/04_cli.ipynb #c12d441a
+# %% ../../nbs/04_cli.ipynb #192e8bf3
 def problem_dls(problem, path, size, bs, seed=42, valid_person=None, **kwargs):
     "The `DataLoaders` of `problem` from the notebook's own function."
     set_seed(seed, reproducible=True)
@@ -85,7 +95,7 @@ def problem_dls(problem, path, size, bs, seed=42, valid_person=None, **kwargs):
     h = int(size*3/4)//2*2
     return biwi_dls(path, size=(h, size), valid_person=biwi_valid_person(path, valid_person), bs=bs, **kwargs)
 
-# %% ../../nbs/04_cli.ipynb #192e8bf3
+# %% ../../nbs/04_cli.ipynb #cdb2cb79
 def problem_learner(problem, dls, arch, pretrained=True):
     "A learner for `problem` with the notebook's metrics and head."
     if problem == 'pets': return course_learner(dls, arch, pretrained=pretrained, metrics=[error_rate, accuracy])
@@ -93,42 +103,41 @@ def problem_learner(problem, dls, arch, pretrained=True):
                                                   metrics=[partial(accuracy_multi, thresh=0.2)])
     return course_learner(dls, arch, pretrained=pretrained, y_range=(-1,1), metrics=[pixel_error])
 
-# %% ../../nbs/04_cli.ipynb #eed8e7b2
+# %% ../../nbs/04_cli.ipynb #a6f499ad
 def check_out(out, force):
-    "Refuse a non-empty `out` folder unless `force`."
+    "Refuse a non-empty `out` folder unless `force`, or one whose parent folder cannot be made."
     out = Path(out)
     if out.exists() and not out.is_dir(): raise UsageError(f"--out {out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not force:
         raise UsageError(f"--out {out} is not empty; use --force to replace its contents")
+    try: out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise UsageError(f"--out {out}: cannot create its folder ({e.strerror})") from None
 
 def publish(tmp, out):
-    "Move the finished results in `tmp` to `out`, replacing `out` only now."
-    out = Path(out)
-    if out.exists():
-        old = out.with_name(out.name + '.old')
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        Path(tmp).rename(out)
-        shutil.rmtree(old)
-    else: Path(tmp).rename(out)
+    "Move the finished results in `tmp` to `out`, replacing `out` only now, and restoring it if that fails."
+    tmp, out = Path(tmp), Path(out)
+    if not out.exists(): tmp.rename(out); return
+    old = Path(tempfile.mkdtemp(prefix=f'.{out.name}.old.', dir=out.parent))/'old'
+    out.rename(old)
+    try: tmp.rename(out)
+    except OSError: old.rename(out); raise
+    shutil.rmtree(old.parent)
 
-# %% ../../nbs/04_cli.ipynb #5b50fb6e
+# %% ../../nbs/04_cli.ipynb #fff9c4e9
 def save_fig(fn):
     "Save the current matplotlib figure to `fn` and close it."
     import matplotlib.pyplot as plt
     plt.gcf().savefig(fn, bbox_inches='tight', dpi=80)
     plt.close('all')
 
-# %% ../../nbs/04_cli.ipynb #fff9c4e9
-def threshold_sweep(preds, targs, fn):
-    "Plot `accuracy_multi` against the threshold (the notebook's sweep) into `fn`."
+# %% ../../nbs/04_cli.ipynb #33b04047
+def plot_threshold_sweep(preds, targs, fn):
+    "Plot the notebook's `threshold_sweep` of `accuracy_multi` into `fn`."
     import matplotlib.pyplot as plt
-    xs = torch.linspace(0.05, 0.95, 29)
-    accs = [accuracy_multi(preds, targs, thresh=float(x), sigmoid=False) for x in xs]
-    plt.figure(figsize=(5,3)); plt.plot(xs, accs); plt.xlabel('threshold'); plt.ylabel('accuracy_multi')
+    plt.figure(figsize=(5,3)); plt.plot(*threshold_sweep(preds, targs)); plt.xlabel('threshold'); plt.ylabel('accuracy_multi')
     save_fig(fn)
 
-# %% ../../nbs/04_cli.ipynb #33b04047
+# %% ../../nbs/04_cli.ipynb #e5a8e5d3
 def problem_plots(problem, learn, out):
     "Save the problem's own diagnostic plot into `out`; return extra metrics (PASCAL's threshold and mAP)."
     if problem == 'pets':
@@ -137,13 +146,13 @@ def problem_plots(problem, learn, out):
     if problem == 'biwi':
         learn.show_results(ds_idx=1, max_n=3, figsize=(6,8)); save_fig(out/'show_results.png'); return {}
     preds, targs = learn.get_preds()
-    threshold_sweep(preds, targs, out/'threshold_sweep.png')
+    plot_threshold_sweep(preds, targs, out/'threshold_sweep.png')
     thresh, acc = best_threshold(preds, targs)
     set_threshold(learn, thresh)
     return dict(threshold=float(thresh), accuracy_multi_at_threshold=float(acc),
                 mean_average_precision=float(mean_average_precision(preds, targs)))
 
-# %% ../../nbs/04_cli.ipynb #e5a8e5d3
+# %% ../../nbs/04_cli.ipynb #f016c2de
 def device_name():
     "The device training runs on, in words."
     if torch.cuda.is_available(): return f"cuda ({torch.cuda.get_device_name()})"
@@ -155,7 +164,7 @@ def library_versions():
     return dict(visioncourse=visioncourse.__version__, fastai=fastai.__version__, fastcore=fastcore.__version__,
                 torch=torch.__version__, torchvision=torchvision.__version__, python=platform.python_version())
 
-# %% ../../nbs/04_cli.ipynb #6e8ba55a
+# %% ../../nbs/04_cli.ipynb #65a24a2e
 @patch
 def _broadcast(self:DistributedDL, t, rank):
     "Broadcast the list `t` from `rank` to every process: on the GPU for `nccl`, on the CPU for `gloo`."
@@ -164,13 +173,13 @@ def _broadcast(self:DistributedDL, t, rank):
     torch.distributed.broadcast(t, rank)
     return t.cpu().tolist()
 
-# %% ../../nbs/04_cli.ipynb #65a24a2e
+# %% ../../nbs/04_cli.ipynb #caab2b62
 def train_ctx(learn):
     "fastai's `distrib_ctx` for `learn`, set up for GPUs or, without them, for several CPU processes."
     on_cpu = not torch.cuda.is_available()
     return learn.distrib_ctx(sync_bn=not on_cpu, cpu=on_cpu)
 
-# %% ../../nbs/04_cli.ipynb #38ce025e
+# %% ../../nbs/04_cli.ipynb #a76af84a
 class CountBatches(Callback):
     "Count the training batches this process runs."
     order = 0
@@ -178,21 +187,23 @@ class CountBatches(Callback):
     def after_batch(self):
         if self.training: self.n += 1
 
-# %% ../../nbs/04_cli.ipynb #1230008f
+# %% ../../nbs/04_cli.ipynb #4eb05f01
 def find_lr(learn, out):
     "The finder's `valley` rate, with its plot saved in `out`; `None` under a distributed launch."
     if num_distrib() > 1: return None
     n_it = min(100, max(20, 3*len(learn.dls.train)))
-    lr = learn.lr_find(num_it=n_it, suggest_funcs=(valley,)).valley
+    home, learn.path = learn.path, Path(tempfile.mkdtemp())  # where the finder saves and restores the weights
+    try: lr = learn.lr_find(num_it=n_it, suggest_funcs=(valley,)).valley
+    finally: shutil.rmtree(learn.path); learn.path = home
     save_fig(out/'lr_find.png')
     return float(lr)
 
-# %% ../../nbs/04_cli.ipynb #866a60fb
+# %% ../../nbs/04_cli.ipynb #b069c5f9
 def evaluate_alone():
     "Let this process compute metrics without gathering from the (finished) other processes."
     os.environ['WORLD_SIZE'] = '1'
 
-# %% ../../nbs/04_cli.ipynb #b069c5f9
+# %% ../../nbs/04_cli.ipynb #ee499b29
 def write_results(problem, learn, out, settings, start):
     "Save the problem's plot, the exported model (marked as ours) and `metrics.json` into `out`."
     extra = problem_plots(problem, learn, out)
@@ -205,7 +216,7 @@ def write_results(problem, learn, out, settings, start):
     (out/'metrics.json').write_text(json.dumps(report, indent=2))
     print(f"visioncourse: validation metrics {json.dumps(report['metrics'])}")
 
-# %% ../../nbs/04_cli.ipynb #ee499b29
+# %% ../../nbs/04_cli.ipynb #9c8e2939
 def train(
     problem:str,           # Which problem: pets, pascal or biwi
     data:str=None,         # Dataset root (default: `dataset_path` of the problem's dataset)
@@ -226,15 +237,12 @@ def train(
     if problem not in PROBLEMS: raise UsageError(f"unknown problem {problem!r}; choose one of {', '.join(PROBLEMS)}")
     cfg = PROBLEMS[problem]
     arch, size = arch or cfg['arch'], cfg['size'] if size is None else size
-    check_options(epochs, size, bs, lr, arch)
+    check_options(epochs, size, bs, lr, arch, workers)
     rank0 = rank_distrib() == 0
+    out = Path(out).expanduser().resolve()
     if rank0: check_out(out, force)
-    if workers is not None and workers < 0: raise UsageError(f"--workers must be 0 or more, got {workers}")
     path = resolve_data(problem, data)
-    files = image_files(problem, path)
-    for fn in files: check_image(fn)
-    if problem == 'biwi':
-        for fn in files: get_ctr(fn)  # a missing or malformed pose or calibration file, named now rather than mid-epoch
+    files = check_data(problem, path)
     start = time.time()
     if workers is None: workers = 0 if len(files) < 200 else min(8, os.cpu_count() or 1)
     dls = problem_dls(problem, path, size, bs, seed=seed, valid_person=valid_person, num_workers=workers)
@@ -243,8 +251,9 @@ def train(
         print(f"visioncourse: only {len(dls.train_ds)} training items, fewer than --bs; using --bs {bs}")
         dls = problem_dls(problem, path, size, bs, seed=seed, valid_person=valid_person, num_workers=workers)
     learn = problem_learner(problem, dls, ARCHS[arch], pretrained=pretrained)
-    out = Path(out).expanduser().resolve()
-    if rank0: out.parent.mkdir(parents=True, exist_ok=True)
+    settings = dict(data=str(path), epochs=epochs, size=size, bs=dls.train.bs, arch=arch, seed=seed, workers=workers,
+                    pretrained=bool(learn.pretrained), processes=max(num_distrib(), 1))
+    if problem == 'biwi': settings['valid_person'] = biwi_valid_person(path, valid_person)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent)) if rank0 else None
     try:
         if rank0: dls.show_batch(max_n=6); save_fig(tmp/'show_batch.png')
@@ -254,19 +263,16 @@ def train(
         with train_ctx(learn):
             if learn.pretrained: learn.fine_tune(epochs, base_lr=lr, cbs=counter)
             else: learn.fit_one_cycle(epochs, lr, cbs=counter)
-        processes = max(num_distrib(), 1)
-        if processes > 1: print(f"visioncourse: process {rank_distrib()} of {processes} trained {counter.n} batches")
+        if num_distrib() > 1: print(f"visioncourse: process {rank_distrib()} of {num_distrib()} trained {counter.n} batches")
         if not rank0: return
         evaluate_alone()
-        settings = dict(data=str(path), epochs=epochs, size=size, bs=bs, arch=arch, lr=float(lr), lr_found=lr_found,
-                        pretrained=bool(learn.pretrained), seed=seed, processes=processes)
-        write_results(problem, learn, tmp, settings, start)
+        write_results(problem, learn, tmp, dict(settings, lr=float(lr), lr_found=lr_found), start)
         publish(tmp, out)
         print(f"visioncourse: wrote {out}/model.pkl, metrics.json and plots")
     finally:
         if tmp is not None and tmp.exists(): shutil.rmtree(tmp)
 
-# %% ../../nbs/04_cli.ipynb #73921935
+# %% ../../nbs/04_cli.ipynb #ea780e18
 def load_model(fn):
     "Load a learner exported by `visioncourse train`, or raise `UsageError` saying why not."
     fn = Path(fn)
@@ -280,7 +286,7 @@ def load_model(fn):
         raise UsageError(f"{fn}: not a visioncourse model export (a pickle, but not from `visioncourse train`)")
     return learn
 
-# %% ../../nbs/04_cli.ipynb #ea780e18
+# %% ../../nbs/04_cli.ipynb #120f697d
 def predict_line(learn, fn):
     "One line describing the model's prediction for image `fn`."
     check_image(fn)
@@ -293,7 +299,7 @@ def predict_line(learn, fn):
     labels = ' '.join(pred) if len(pred) else '(no label above the threshold)'
     return f"{fn}: {labels} (threshold {learn.loss_func.thresh:.2f})"
 
-# %% ../../nbs/04_cli.ipynb #120f697d
+# %% ../../nbs/04_cli.ipynb #403f5ef5
 def predict(
     model:str,                                       # A model.pkl written by `visioncourse train` (loading it runs code: only files you trust)
     images:str,                                      # Image files to predict (one or more)
@@ -303,7 +309,7 @@ def predict(
     with learn.no_bar(), learn.no_logging():
         for fn in images: print(predict_line(learn, Path(fn)))
 
-# %% ../../nbs/04_cli.ipynb #b1a328ca
+# %% ../../nbs/04_cli.ipynb #478df73a
 def count_items(name, path):
     "A short description of how many items dataset `name` at `path` holds."
     if name == 'pets': return f"{len(get_image_files(path/'images'))} images"
@@ -311,14 +317,14 @@ def count_items(name, path):
     frames = get_image_files(path)
     return f"{len(frames)} frames of {len(set(f.parent.name for f in frames))} persons"
 
-# %% ../../nbs/04_cli.ipynb #478df73a
+# %% ../../nbs/04_cli.ipynb #1be67b64
 def datasets():
     "List the course's datasets, where each one resolves and how many items it has."
     for name in DATASETS:
-        try: path = dataset_path(name); print(f"{name:15} {path}  ({count_items(name, path)})")
+        try: path = dataset_path(name, download=False); print(f"{name:15} {path}  ({count_items(name, path)})")
         except Exception as e: print(f"{name:15} not found: {str(e).splitlines()[0]}")
 
-# %% ../../nbs/04_cli.ipynb #42b29caa
+# %% ../../nbs/04_cli.ipynb #6e634b84
 COMMANDS = dict(train=train, predict=predict, datasets=datasets)
 
 def _parser(cmd):
@@ -333,7 +339,7 @@ def _parser(cmd):
     p.error = error
     return p
 
-# %% ../../nbs/04_cli.ipynb #6e634b84
+# %% ../../nbs/04_cli.ipynb #8bc1208b
 USAGE = """usage: visioncourse {train,predict,datasets} [options]   (visioncourse VERB --help for a verb's options)
 
   train     Train a model on pets, pascal or biwi and export it with metrics and plots
@@ -351,8 +357,8 @@ def main(argv=None):
         for k in ('debug', 'pdb', 'xtra'): args.pop(k, None)
         COMMANDS[argv[0]](**args)
         return 0
-    except (UsageError, FileNotFoundError, ValueError, UnidentifiedImageError) as e:
+    except (UsageError, OSError, ValueError, UnidentifiedImageError) as e:
         if debug: raise
-        msg = ' '.join(str(e).split('\n')[:1]) if not isinstance(e, FileNotFoundError) else ' '.join(str(e).split())
+        msg = ' '.join(str(e).split()) if isinstance(e, FileNotFoundError) else str(e).split('\n')[0]
         print(f"visioncourse: error: {msg}", file=sys.stderr)
         return 2

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['get_y', 'image_path', 'get_x_for', 'splitter', 'pascal_vocab', 'check_train_csv', 'pascal_block', 'pascal_dls',
-           'binary_cross_entropy', 'accuracy_multi', 'best_threshold', 'mean_average_precision', 'per_class_thresholds',
-           'predict_with_thresholds', 'accuracy_multi_per_class', 'set_threshold']
+           'binary_cross_entropy', 'accuracy_multi', 'threshold_grid', 'threshold_sweep', 'best_threshold',
+           'mean_average_precision', 'per_class_thresholds', 'predict_with_thresholds', 'accuracy_multi_per_class',
+           'set_threshold']
 
 # %% ../../nbs/02_multilabel.ipynb #881c978c
 import functools, warnings
@@ -107,14 +108,23 @@ def accuracy_multi(inp, targ, thresh=0.5, sigmoid=True):
     return ((inp>thresh)==targ.bool()).float().mean()
 
 # %% ../../nbs/02_multilabel.ipynb #5c5cf7bf
+def threshold_grid(threshs=None):
+    "The thresholds to try: `threshs` as a float tensor, by default the book's `linspace(0.05, 0.95, 29)`."
+    return torch.linspace(0.05, 0.95, 29) if threshs is None else torch.as_tensor(threshs, dtype=torch.float)
+
+def threshold_sweep(preds, targs, threshs=None):
+    "The grid of thresholds and `accuracy_multi` of probabilities `preds` at each one."
+    threshs = threshold_grid(threshs)
+    return threshs, torch.stack([accuracy_multi(preds, targs, thresh=t, sigmoid=False) for t in threshs])
+
+# %% ../../nbs/02_multilabel.ipynb #3727c975
 def best_threshold(preds, targs, threshs=None):
     "The threshold in `threshs` giving the best `accuracy_multi` of probabilities `preds`, and that accuracy."
-    threshs = torch.linspace(0.05, 0.95, 29) if threshs is None else torch.as_tensor(threshs, dtype=torch.float)
-    accs = torch.stack([accuracy_multi(preds, targs, thresh=t, sigmoid=False) for t in threshs])
+    threshs, accs = threshold_sweep(preds, targs, threshs)
     i = accs.argmax()
     return threshs[i].item(), accs[i].item()
 
-# %% ../../nbs/02_multilabel.ipynb #f47b2e67
+# %% ../../nbs/02_multilabel.ipynb #60d0aad3
 def mean_average_precision(preds, targs):
     "PASCAL VOC's metric: mean over the classes present in `targs` of the average precision of scores `preds`."
     preds, targs = _plain(preds).float().cpu().numpy(), _plain(targs).cpu().numpy().astype(int)
@@ -122,11 +132,11 @@ def mean_average_precision(preds, targs):
     if not present.any(): raise ValueError("mean_average_precision: no class has a positive target")
     return float(average_precision_score(targs[:, present], preds[:, present], average='macro'))
 
-# %% ../../nbs/02_multilabel.ipynb #f58cfc73
+# %% ../../nbs/02_multilabel.ipynb #d34de8ae
 def per_class_thresholds(preds, targs, threshs=None):
     "One threshold per class: the first in `threshs` maximising that class's accuracy on `preds`, `targs`."
     preds, targs = _plain(preds), _plain(targs).bool()
-    threshs = torch.linspace(0.05, 0.95, 29) if threshs is None else torch.as_tensor(threshs, dtype=torch.float)
+    threshs = threshold_grid(threshs)
     correct = ((preds[None] > threshs[:, None, None]) == targs[None]).float().mean(dim=1)   # (thresholds, classes)
     res = threshs[correct.argmax(dim=0)]
     absent = ~targs.any(dim=0)
@@ -141,7 +151,7 @@ def accuracy_multi_per_class(preds, targs, threshs):
     "`accuracy_multi` of probabilities `preds` with one threshold per class."
     return (predict_with_thresholds(preds, threshs) == _plain(targs).bool()).float().mean()
 
-# %% ../../nbs/02_multilabel.ipynb #d5f25742
+# %% ../../nbs/02_multilabel.ipynb #25ca45df
 def set_threshold(learn, thresh):
     "Make `learn.predict` (and the learner's export) decode with `thresh`: one number, or a tensor with one per class."
     if not hasattr(learn.loss_func, 'thresh'):
