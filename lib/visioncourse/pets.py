@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['pet_label', 'pets_block', 'pets_dls', 'softmax', 'nll_loss', 'log_softmax', 'cross_entropy']
 
-# %% ../../nbs/01_pets.ipynb #498deda2
+# %% ../../nbs/01_pets.ipynb #0f8ca1df
 import re
 from pathlib import Path
 import torch
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, get_image_files, RandomSplitter,
                                Resize, aug_transforms)
 
-# %% ../../nbs/01_pets.ipynb #04b1c140
+# %% ../../nbs/01_pets.ipynb #2140a68a
 _pet_re = re.compile(r'^(.+)_\d+\.jpe?g$', re.IGNORECASE)
 
 def pet_label(path) -> str:
@@ -23,7 +23,7 @@ def pet_label(path) -> str:
                          f"e.g. 'great_pyrenees_12.jpg'")
     return m.group(1)
 
-# %% ../../nbs/01_pets.ipynb #cf1c19fe
+# %% ../../nbs/01_pets.ipynb #93420b59
 def pets_block(size=224, presize=460, seed=42):
     "The book's pet-breeds `DataBlock`: labels from file names, `Resize(presize)` per item, augmentation to `size` per batch."
     if presize < size: raise ValueError(f"presize ({presize}) must be at least size ({size}): presizing makes images larger first")
@@ -31,7 +31,7 @@ def pets_block(size=224, presize=460, seed=42):
                      splitter=RandomSplitter(seed=seed), item_tfms=Resize(presize),
                      batch_tfms=aug_transforms(size=size, min_scale=0.75))
 
-# %% ../../nbs/01_pets.ipynb #93420b59
+# %% ../../nbs/01_pets.ipynb #a7f01f42
 def pets_dls(path, size=224, presize=460, bs=64, seed=42, **kwargs):
     "`DataLoaders` for the pet images in the folder `path` (the dataset's `images/`); `kwargs` go to `dataloaders`."
     path = Path(path)
@@ -41,13 +41,13 @@ def pets_dls(path, size=224, presize=460, bs=64, seed=42, **kwargs):
     for f in files: pet_label(f)   # a badly named file fails now, by name, not later inside a DataLoader
     return pets_block(size, presize, seed).dataloaders(path, bs=bs, **kwargs)
 
-# %% ../../nbs/01_pets.ipynb #19f46f4a
+# %% ../../nbs/01_pets.ipynb #952ea213
 def softmax(x):
     "Softmax over the last dimension, stable for large activations (the row's maximum is subtracted first)."
     e = torch.exp(x - x.max(dim=-1, keepdim=True).values)
     return e / e.sum(dim=-1, keepdim=True)
 
-# %% ../../nbs/01_pets.ipynb #0c639d3d
+# %% ../../nbs/01_pets.ipynb #53dd64b1
 _reductions = {'mean': torch.mean, 'sum': torch.sum, 'none': lambda x: x}
 
 def _check_reduction(reduction):
@@ -66,13 +66,13 @@ def nll_loss(inp, targ, reduction='mean'):
         raise ValueError(f"nll_loss: targ must be class indices in [0, {inp.shape[1]}), got values from {targ.min()} to {targ.max()}")
     return _reductions[reduction](-inp[torch.arange(len(targ)), targ])
 
-# %% ../../nbs/01_pets.ipynb #ae6bb9bd
+# %% ../../nbs/01_pets.ipynb #62beb186
 def log_softmax(x):
     "Log of `softmax` over the last dimension, computed stably with the log-sum-exp trick."
     m = x.max(dim=-1, keepdim=True).values
     return x - m - torch.exp(x - m).sum(dim=-1, keepdim=True).log()
 
-# %% ../../nbs/01_pets.ipynb #607d10ba
+# %% ../../nbs/01_pets.ipynb #35f65ae3
 def cross_entropy(inp, targ, reduction='mean'):
     "PyTorch's `cross_entropy`: `nll_loss` of `log_softmax(inp)`, averaged, summed or per item by `reduction`."
     _check_reduction(reduction)
