@@ -20,7 +20,7 @@ $(STAMP): settings.ini setup.py
 
 run: $(STAMP)
 	$(BIN)/visioncourse train pets $(RUN_ARGS)
-	$(BIN)/visioncourse predict runs/pets/model.pkl "$$($(BIN)/python -c 'from visioncourse.data import dataset_path; print(sorted((dataset_path("pets")/"images").glob("*.jpg"))[0])')"
+	$(BIN)/visioncourse predict runs/pets/model.pkl "$$($(BIN)/python -W ignore -c 'from visioncourse.data import dataset_path; print(sorted((dataset_path("pets")/"images").glob("*.jpg"))[0])')"
 
 # Notebooks and library in sync: nbdev_export must not change lib/.
 sync-check: $(STAMP)
