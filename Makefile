@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Small settings so the run takes a few minutes on a 2-core CPU; override on the command line.
 RUN_ARGS ?= --epochs 1 --size 64 --bs 32 --arch resnet18 --out runs/pets --force
 
-.PHONY: venv run test test-gpu readme sync-check nbtest pytest lab clean bench
+.PHONY: venv run test test-gpu readme sync-check nbtest pytest clean-check chromium lab clean bench
 
 venv: $(STAMP)
 
@@ -34,17 +34,32 @@ sync-check: $(STAMP)
 readme: $(STAMP)
 	$(BIN)/python tools/readme.py
 
+# Every notebook, every cell: the `#| cuda` cells too, rehearsed on the CPU at quick sizes
+# (VISIONCOURSE_REHEARSAL=1; see nbs/00b_settings.ipynb). Only the device differs from a GPU run.
 nbtest: $(STAMP)
-	$(BIN)/nbdev_test --n_workers 1 --timing
+	time VISIONCOURSE_REHEARSAL=1 $(BIN)/nbdev_test --n_workers 1 --timing --flags cuda
 
-pytest: $(STAMP)
-	$(BIN)/python -m pytest -q tests/
+# The package, the command line, bad input, the web app, and every notebook run in JupyterLab in headless Chromium.
+pytest: $(STAMP) chromium
+	time $(BIN)/python -m pytest -q --durations=15 tests/
 
-test: sync-check nbtest pytest
+# Debian's Chromium for the browser tests (Playwright's own browser download needs the internet).
+chromium:
+	@command -v chromium >/dev/null || test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q chromium; }
 
-# On a GPU machine: the notebooks' `#| cuda` cells too (book-sized training, mixed precision).
+# Nothing the notebooks or tests ran may have left files in the repository.
+clean-check:
+	@test ! -e nbs/models || { echo "nbs/models/ was written by a notebook"; exit 1; }
+	@left="$$(git status --porcelain --ignored --untracked-files=all -- nbs lib bench tools | grep -E '^(\?\?|!!)' | grep -v -E '__pycache__|\.egg-info' || true)"; \
+	  test -z "$$left" || { echo "files left in the repository by the tests:"; echo "$$left"; exit 1; }
+	@echo "clean-check: nothing was written into nbs/, lib/, bench/ or tools/"
+
+test: sync-check nbtest pytest clean-check
+
+# On a GPU machine: the notebooks' `#| cuda` cells at the book's sizes, in mixed precision.
 test-gpu: $(STAMP)
-	$(BIN)/nbdev_test --n_workers 1 --timing --flags cuda
+	@$(BIN)/python -c "import sys, torch; torch.cuda.is_available() or sys.exit('make test-gpu: PyTorch sees no CUDA GPU on this machine; make test rehearses the GPU cells on the CPU instead')"
+	time $(BIN)/nbdev_test --n_workers 1 --timing --flags cuda
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab nbs
@@ -54,4 +69,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py
 
 clean:
-	rm -rf $(VENV) runs _docs _proc
+	rm -rf $(VENV) runs _docs _proc tests/screenshots

@@ -1,7 +1,9 @@
 """Execute notebooks in place so the committed copies show their outputs (figures, tables, training logs).
 
-Cells flagged with a test flag from settings.ini (`#| cuda`, `#| slow`) are skipped unless named in --flags,
-as `nbdev_test` does, and training uses the quick settings unless VISIONCOURSE_QUICK=0 is set.
+Cells flagged `#| slow` are skipped unless named in --flags, as `nbdev_test` does. `#| cuda` cells run as in
+Jupyter: on a machine without a GPU the notebook's `Settings` cell has installed a transformer that replaces each
+of them with a one-line "Skipped" note, which is what a learner reading the committed notebook should see.
+Training uses the quick settings unless VISIONCOURSE_QUICK=0 is set.
 Usage: python tools/execute_nbs.py nbs/01_pets.ipynb [...] [--flags "cuda slow"]
 """
 import argparse, os, re, sys, time
@@ -15,7 +17,7 @@ def flags_of(cell):
     return {m.group(1) for m in re.finditer(r'^#\|\s*([\w-]+)', cell.source, flags=re.M)}
 
 def execute(path, run_flags):
-    skip = set(get_config().tst_flags.split()) - set(run_flags)
+    skip = set(get_config().tst_flags.split()) - {'cuda'} - set(run_flags)
     nb = read_nb(path)
     def _skip(cell): return cell.cell_type != 'code' or bool(flags_of(cell) & skip) or 'nbdev_export(' in cell.source
     start = time.time()
