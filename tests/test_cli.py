@@ -1,14 +1,18 @@
-"The `visioncourse` command: every verb, and bad input, on temporary copies of the sample data (../shared is never modified)."
-import json, os, pickle, shutil, subprocess, sys
+"""The `visioncourse` command: every verb, and bad input, on temporary copies of the sample data (../shared is never
+modified). Most tests call the command line in this process (`cli`, from conftest.py); a few run the installed
+entry point in a fresh process, where the process itself is the point (exit status, startup without fastai)."""
+import json, os, pickle, shutil, subprocess, sys, types
 from pathlib import Path
 import pytest
-from visioncourse.data import dataset_path
+from visioncourse.data import dataset_path, DATASETS
+from visioncourse.problems import PROBLEMS, available
+from conftest import SMALL
 
 EXE = Path(sys.executable).parent/'visioncourse'
-SMALL = ['--epochs', '1', '--size', '32', '--bs', '16', '--arch', 'resnet18', '--no-pretrained']
+LIB = Path(__file__).resolve().parents[1]/'lib'/'visioncourse'
 
 def run(*args, **kw):
-    "Run the installed `visioncourse` command."
+    "Run the installed `visioncourse` command in a new process."
     return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, **kw)
 
 def one_line_error(res, *fragments):
@@ -17,25 +21,6 @@ def one_line_error(res, *fragments):
     lines = [l for l in res.stderr.splitlines() if l.startswith('visioncourse: error:')]
     assert len(lines) == 1 and 'Traceback' not in res.stderr, res.stderr
     for f in fragments: assert str(f) in lines[0], (f, lines[0])
-
-@pytest.fixture(scope='module')
-def pets_small(tmp_path_factory):
-    "A copy of the pets sample with two breeds (a cat and a dog, 10 images each), to keep training fast."
-    dst = tmp_path_factory.mktemp('data')/'pets'
-    (dst/'images').mkdir(parents=True)
-    for f in (dataset_path('pets')/'images').glob('*.jpg'):
-        if f.name.startswith(('Abyssinian_', 'beagle_')): shutil.copy(f, dst/'images'/f.name)
-    return dst
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory, pets_small):
-    "Train each problem once, small, into a temporary folder."
-    out = tmp_path_factory.mktemp('runs')
-    data = {'pets': ['--data', pets_small]}
-    for problem in ('pets', 'pascal', 'biwi'):
-        res = run('train', problem, *SMALL, *data.get(problem, []), '--out', out/problem)
-        assert res.returncode == 0, res.stderr[-3000:]
-    return out
 
 @pytest.fixture
 def biwi_copy(tmp_path):
@@ -52,88 +37,95 @@ def pascal_copy(tmp_path):
     for f in (src/'train').iterdir(): shutil.copy(f, dst/'train'/f.name)
     return dst
 
-def test_help():
+# --- the real entry point, in a fresh process (fast: fastai is not imported for these) ---
+
+def test_help_lists_verbs_and_problems():
     res = run('--help')
-    assert res.returncode == 0 and 'train' in res.stdout and 'predict' in res.stdout and 'datasets' in res.stdout
+    assert res.returncode == 0 and all(v in res.stdout for v in ('train', 'predict', 'datasets', 'serve'))
+    assert all(f"  {name} " in res.stdout for name in PROBLEMS)
 
-def test_predict_help_warns_about_pickles():
-    res = run('predict', '--help')
-    assert res.returncode == 0 and 'only load model files you trust' in res.stdout
+def test_invalid_option_in_a_fresh_process(tmp_path):
+    one_line_error(run('train', 'pets', '--epochs', '-1', '--out', tmp_path/'out'), '--epochs must be at least 1, got -1')
+    one_line_error(run('fit', 'pets'), "unknown verb 'fit'")
 
-def test_datasets_lists_all_three():
-    res = run('datasets')
+def test_debug_shows_traceback(tmp_path):
+    res = run('train', 'pets', '--data', tmp_path/'nowhere', '--debug')
+    assert res.returncode != 0 and 'Traceback' in res.stderr
+
+def test_checks_import_neither_torch_nor_fastai():
+    code = ("import sys, contextlib, io, visioncourse.cli as c\n"
+            "with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    c.main(['--help']); c.main(['predict', '--help']); c.main(['datasets']); c.main(['train', 'pets', '--bs', '0'])\n"
+            "print(sorted(m for m in ('torch', 'fastai') if m in sys.modules))")
+    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True).stdout.strip() == '[]'
+
+def test_no_problem_branch_in_the_library():
+    hits = [f"{p.name}:{i}" for p in LIB.glob('*.py') for i, l in enumerate(p.read_text().splitlines(), 1) if 'problem ==' in l]
+    assert not hits, hits
+
+# --- help and datasets ---
+
+def test_predict_help_warns_about_pickles(cli):
+    res = cli('predict', '--help')
+    assert res.returncode == 0 and 'only load model files you trust' in res.stdout and '--text' in res.stdout
+
+def test_datasets_lists_every_dataset(cli):
+    res = cli('datasets')
     assert res.returncode == 0, res.stderr
+    assert [l.split()[0] for l in res.stdout.splitlines()] == list(DATASETS)
     assert '370 images' in res.stdout and '64 rows in train.csv' in res.stdout and '14 frames of 2 persons' in res.stdout
+    assert '[problem pets]' in res.stdout
+
+# --- train ---
 
 @pytest.mark.parametrize('problem,plot', [('pets', 'confusion_matrix.png'), ('pascal', 'threshold_sweep.png'),
                                           ('biwi', 'show_results.png')])
-def test_train_writes_model_metrics_and_plots(trained, problem, plot):
-    out = trained/problem
-    assert {'model.pkl', 'metrics.json', 'show_batch.png', 'lr_find.png', plot} <= {p.name for p in out.iterdir()}
-    report = json.loads((out/'metrics.json').read_text())
+def test_train_writes_model_metrics_and_plots(request, problem, plot):
+    run = request.getfixturevalue(f'{problem}_run')
+    assert {'model.pkl', 'metrics.json', 'show_batch.png', 'lr_find.png', plot} <= {p.name for p in run.out.iterdir()}
+    report = json.loads((run.out/'metrics.json').read_text())
     assert report['problem'] == problem and report['settings']['size'] == 32 and report['settings']['pretrained'] is False
     assert report['versions']['fastai'] and report['device'] and report['wall_time_s'] > 0
     assert all(isinstance(v, float) for v in report['metrics'].values())
-    assert not [p for p in trained.iterdir() if p.name.startswith('.')], 'temporary folders left behind'
+    assert [p.name for p in run.out.parent.iterdir()] == [problem], 'temporary folders left behind'
 
-def test_predict_pets(trained):
-    img = dataset_path('pets')/'images'/'beagle_10.jpg'
-    res = run('predict', trained/'pets'/'model.pkl', img, img)
-    assert res.returncode == 0, res.stderr
-    lines = res.stdout.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith(f'{img}: ')
-    breed, prob = lines[0].split(': ')[1].rsplit(' ', 1)
-    assert 0 <= float(prob.strip('()')) <= 1 and breed in ('Abyssinian', 'beagle')
+def test_log_has_one_line_per_epoch_and_no_bar(pets_run, biwi_run):
+    "Output that is not a terminal gets readable lines: fit_one_cycle's one epoch, with its losses, metrics and time."
+    for run, metric in [(pets_run, 'error_rate'), (biwi_run, 'pixel_error')]:
+        epochs = [l for l in run.log.splitlines() if l.startswith('epoch ')]
+        assert len(epochs) == 1 and epochs[0].startswith('epoch 1/1  train_loss '), run.log
+        assert f'  {metric} ' in epochs[0] and '  time ' in epochs[0]
+        assert '\r' not in run.log and '█' not in run.log
 
-def test_predict_pascal_uses_trained_threshold(trained):
-    img = dataset_path('pascal_2007')/'train'/'000032.jpg'
-    res = run('predict', trained/'pascal'/'model.pkl', img)
-    assert res.returncode == 0, res.stderr
-    thresh = json.loads((trained/'pascal'/'metrics.json').read_text())['metrics']['threshold']
-    assert f'(threshold {thresh:.2f})' in res.stdout
-    labels = res.stdout.split(': ', 1)[1].rsplit(' (threshold', 1)[0].split()
-    vocab = {'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable', 'dog',
-             'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor'}
-    assert labels == ['(no', 'label', 'above', 'the', 'threshold)'] or set(labels) <= vocab
+def test_refuses_non_empty_out_without_force(cli, biwi_run):
+    before = (biwi_run.out/'metrics.json').read_text()
+    one_line_error(cli('train', 'biwi', *SMALL, '--out', biwi_run.out), 'is not empty; use --force')
+    assert (biwi_run.out/'metrics.json').read_text() == before
 
-def test_predict_biwi_centre_in_pixels(trained):
-    img = dataset_path('biwi_head_pose')/'12'/'frame_00019_rgb.jpg'
-    res = run('predict', trained/'biwi'/'model.pkl', img)
-    assert res.returncode == 0, res.stderr
-    x = float(res.stdout.split('x=')[1].split(',')[0]); y = float(res.stdout.split('y=')[1].split(' ')[0])
-    assert 0 <= x <= 640 and 0 <= y <= 480
-
-def test_refuses_non_empty_out_without_force(trained):
-    before = (trained/'biwi'/'metrics.json').read_text()
-    one_line_error(run('train', 'biwi', *SMALL, '--out', trained/'biwi'), 'is not empty; use --force')
-    assert (trained/'biwi'/'metrics.json').read_text() == before
-
-def test_run_failing_after_training_keeps_earlier_result(trained):
+def test_run_failing_after_training_keeps_earlier_result(cli, biwi_run, tmp_path, monkeypatch):
     "A run that breaks while writing its results leaves the earlier --out exactly as it was, and no temporary folder."
-    before = {p.name: p.read_bytes() for p in (trained/'biwi').iterdir()}
-    code = ("import sys, visioncourse.cli as cli\n"
-            "def boom(*a, **k): raise RuntimeError('disk full')\n"
-            "cli.write_results = boom\n"
-            "sys.exit(cli.main(sys.argv[1:]))")
-    res = subprocess.run([sys.executable, '-c', code, 'train', 'biwi', *SMALL, '--lr', '1e-3',
-                          '--out', trained/'biwi', '--force'], capture_output=True, text=True)
-    assert res.returncode != 0 and 'disk full' in res.stderr
-    assert {p.name: p.read_bytes() for p in (trained/'biwi').iterdir()} == before
-    assert not [p for p in trained.iterdir() if p.name.startswith('.')], 'temporary folders left behind'
+    import visioncourse.training
+    out = tmp_path/'biwi'; shutil.copytree(biwi_run.out, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    def boom(*a, **k): raise OSError('disk full')
+    monkeypatch.setattr(visioncourse.training, 'write_results', boom)
+    one_line_error(cli('train', 'biwi', *SMALL, '--lr', '1e-3', '--out', out, '--force'), 'disk full')
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ['biwi'], 'temporary folders left behind'
 
-def test_force_replaces_earlier_result(trained, tmp_path):
+def test_force_replaces_earlier_result(cli, biwi_run, tmp_path):
     out = tmp_path/'biwi'
-    shutil.copytree(trained/'biwi', out)
+    shutil.copytree(biwi_run.out, out)
     (out/'stale.txt').write_text('from an earlier run')
-    res = run('train', 'biwi', *SMALL, '--lr', '1e-3', '--seed', '7', '--out', out, '--force')
+    res = cli('train', 'biwi', *SMALL, '--lr', '1e-3', '--seed', '7', '--out', out, '--force')
     assert res.returncode == 0, res.stderr[-3000:]
     settings = json.loads((out/'metrics.json').read_text())['settings']
     assert settings['lr'] == 1e-3 and settings['seed'] == 7 and settings['valid_person'] == '12'
     assert not (out/'stale.txt').exists() and sorted(p.name for p in tmp_path.iterdir()) == ['biwi']
 
-def test_out_inside_a_file(tmp_path):
+def test_out_inside_a_file(cli, tmp_path):
     (tmp_path/'afile').write_text('x')
-    one_line_error(run('train', 'biwi', *SMALL, '--out', tmp_path/'afile'/'run'), 'cannot create its folder')
+    one_line_error(cli('train', 'biwi', *SMALL, '--out', tmp_path/'afile'/'run'), 'cannot create its folder')
 
 @pytest.mark.parametrize('option,value,message', [
     ('--epochs', '-2', '--epochs must be at least 1, got -2'),
@@ -142,59 +134,153 @@ def test_out_inside_a_file(tmp_path):
     ('--bs', '0', '--bs must be at least 1'),
     ('--epochs', 'many', "argument --epochs: invalid int value: 'many'"),
 ])
-def test_invalid_options(tmp_path, option, value, message):
-    one_line_error(run('train', 'pets', option, value, '--out', tmp_path/'out'), message)
+def test_invalid_options(cli, tmp_path, option, value, message):
+    one_line_error(cli('train', 'pets', option, value, '--out', tmp_path/'out'), message)
     assert not (tmp_path/'out').exists()
 
-def test_unknown_problem_and_verb():
-    one_line_error(run('train', 'cats'), "unknown problem 'cats'")
-    one_line_error(run('fit', 'pets'), "unknown verb 'fit'")
+def test_option_of_another_problem(cli, tmp_path):
+    one_line_error(cli('train', 'pets', '--valid_person', '12', '--data', dataset_path('pets'), '--out', tmp_path/'o'),
+                   '--valid_person does not apply to problem pets')
 
-def test_data_folder_missing(tmp_path):
-    one_line_error(run('train', 'pets', '--data', tmp_path/'nowhere', '--out', tmp_path/'o'), tmp_path/'nowhere', 'does not exist')
+def test_unknown_problem_and_verb(cli):
+    one_line_error(cli('train', 'cats'), "unknown problem 'cats'")
+    one_line_error(cli('fit', 'pets'), "unknown verb 'fit'")
 
-def test_data_folder_wrong_layout(tmp_path):
+def test_problem_not_written_yet(cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(PROBLEMS, 'later', dict(module='visioncourse.not_yet', dataset='pets', summary='A later lesson'))
+    one_line_error(cli('train', 'later', '--out', tmp_path/'o'), "problem 'later' is not available", 'not written yet')
+
+def test_data_folder_missing(cli, tmp_path):
+    one_line_error(cli('train', 'pets', '--data', tmp_path/'nowhere', '--out', tmp_path/'o'), tmp_path/'nowhere', 'does not exist')
+
+def test_data_folder_wrong_layout(cli, tmp_path):
     (tmp_path/'pets').mkdir()
-    one_line_error(run('train', 'pets', '--data', tmp_path/'pets', '--out', tmp_path/'o'), "no 'images/' folder")
+    one_line_error(cli('train', 'pets', '--data', tmp_path/'pets', '--out', tmp_path/'o'), "no 'images/' folder")
 
-def test_truncated_image_stops_with_its_name(tmp_path):
+def test_truncated_image_stops_with_its_name(cli, tmp_path):
     src = dataset_path('pets')/'images'
     (tmp_path/'pets'/'images').mkdir(parents=True)
     for f in sorted(src.glob('*.jpg'))[:6]: shutil.copy(f, tmp_path/'pets'/'images'/f.name)
     bad = tmp_path/'pets'/'images'/'Bengal_99.jpg'
     bad.write_bytes(sorted(src.glob('*.jpg'))[0].read_bytes()[:3000])
-    one_line_error(run('train', 'pets', '--data', tmp_path/'pets', '--out', tmp_path/'o'), bad, 'does not decode')
+    one_line_error(cli('train', 'pets', '--data', tmp_path/'pets', '--out', tmp_path/'o'), bad, 'does not decode')
 
-def test_corrupt_image_in_pascal(pascal_copy, tmp_path):
+def test_corrupt_image_in_pascal(cli, pascal_copy, tmp_path):
     (pascal_copy/'train'/'000032.jpg').write_text('not a jpeg')
-    one_line_error(run('train', 'pascal', '--data', pascal_copy, '--out', tmp_path/'o'), '000032.jpg', 'does not decode')
+    one_line_error(cli('train', 'pascal', '--data', pascal_copy, '--out', tmp_path/'o'), '000032.jpg', 'does not decode')
 
 @pytest.mark.parametrize('edit,fragments', [
     (lambda t: t.replace('fname,labels,is_valid', 'file,labels,is_valid'), ['train.csv', 'fname']),
     (lambda t: t.replace('000032.jpg,aeroplane person,False', '000032.jpg,,False'), ['train.csv', '000032.jpg']),
     (lambda t: t + '999999.jpg,dog,False\n', ['train.csv', '999999.jpg']),
 ])
-def test_malformed_train_csv(pascal_copy, tmp_path, edit, fragments):
+def test_malformed_train_csv(cli, pascal_copy, tmp_path, edit, fragments):
     csv = pascal_copy/'train.csv'
     csv.write_text(edit(csv.read_text()))
-    one_line_error(run('train', 'pascal', *SMALL, '--data', pascal_copy, '--out', tmp_path/'o'), *fragments)
+    one_line_error(cli('train', 'pascal', *SMALL, '--data', pascal_copy, '--out', tmp_path/'o'), *fragments)
 
-def test_biwi_missing_pose_file(biwi_copy, tmp_path):
+def test_biwi_missing_pose_file(cli, biwi_copy, tmp_path):
     (biwi_copy/'12'/'frame_00054_pose.txt').unlink()
-    one_line_error(run('train', 'biwi', *SMALL, '--data', biwi_copy, '--out', tmp_path/'o'), 'frame_00054_pose.txt')
+    one_line_error(cli('train', 'biwi', *SMALL, '--data', biwi_copy, '--out', tmp_path/'o'), 'frame_00054_pose.txt')
 
-def test_predict_rejects_files_that_are_not_exports(tmp_path):
+# --- predict ---
+
+def test_predict_pets(cli, pets_model):
+    img = dataset_path('pets')/'images'/'beagle_10.jpg'
+    res = cli('predict', pets_model, img, img)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f'{img}: ')
+    breed, prob = lines[0].split(': ')[1].rsplit(' ', 1)
+    assert 0 <= float(prob.strip('()')) <= 1 and breed in ('Abyssinian', 'beagle')
+
+def test_predict_pascal_uses_trained_threshold(cli, pascal_run):
+    img = dataset_path('pascal_2007')/'train'/'000032.jpg'
+    res = cli('predict', pascal_run.out/'model.pkl', img)
+    assert res.returncode == 0, res.stderr
+    thresh = json.loads((pascal_run.out/'metrics.json').read_text())['metrics']['threshold']
+    assert f'(threshold {thresh:.2f})' in res.stdout
+    labels = res.stdout.split(': ', 1)[1].rsplit(' (threshold', 1)[0].split()
+    vocab = {'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow', 'diningtable', 'dog',
+             'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor'}
+    assert labels == ['(no', 'label', 'above', 'the', 'threshold)'] or set(labels) <= vocab
+
+def test_predict_biwi_centre_in_pixels(cli, biwi_model):
+    img = dataset_path('biwi_head_pose')/'12'/'frame_00019_rgb.jpg'
+    res = cli('predict', biwi_model, img)
+    assert res.returncode == 0, res.stderr
+    x = float(res.stdout.split('x=')[1].split(',')[0]); y = float(res.stdout.split('y=')[1].split(' ')[0])
+    assert 0 <= x <= 640 and 0 <= y <= 480
+
+def test_predict_rejects_files_that_are_not_exports(cli, tmp_path):
     img = sorted((dataset_path('pets')/'images').glob('*.jpg'))[0]
     junk = tmp_path/'junk.pkl'; junk.write_bytes(os.urandom(256))
-    one_line_error(run('predict', junk, img), junk, 'not a visioncourse model export')
+    one_line_error(cli('predict', junk, img), junk, 'not a visioncourse model export')
     other = tmp_path/'dict.pkl'; other.write_bytes(pickle.dumps({'a': 1}))
-    one_line_error(run('predict', other, img), other, 'not a visioncourse model export')
-    one_line_error(run('predict', tmp_path/'missing.pkl', img), 'missing.pkl', 'does not exist')
+    one_line_error(cli('predict', other, img), other, 'not a visioncourse model export')
+    one_line_error(cli('predict', tmp_path/'missing.pkl', img), 'missing.pkl', 'does not exist')
 
-def test_predict_image_that_does_not_decode(trained, tmp_path):
+def test_predict_image_that_does_not_decode(cli, pets_model, tmp_path):
     bad = tmp_path/'notes.jpg'; bad.write_text('hello')
-    one_line_error(run('predict', trained/'pets'/'model.pkl', bad), bad, 'does not decode')
+    one_line_error(cli('predict', pets_model, bad), bad, 'does not decode')
+    one_line_error(cli('predict', pets_model, tmp_path/'gone.jpg'), 'gone.jpg', 'does not exist')
 
-def test_debug_shows_traceback(tmp_path):
-    res = run('train', 'pets', '--data', tmp_path/'nowhere', '--debug')
-    assert res.returncode != 0 and 'Traceback' in res.stderr
+def test_predict_text_options_checked_first(cli, pets_model, tmp_path):
+    one_line_error(cli('predict', pets_model, '--text', '  '), '--text is empty')
+    one_line_error(cli('predict', pets_model), 'give the files to predict')
+    one_line_error(cli('predict', pets_model, '--text', 'A fine film'), 'predicts images; give image files, not --text')
+
+@pytest.fixture
+def text_problem(monkeypatch):
+    "A registered text problem whose 'model' counts words: the command line's text plumbing, without training one."
+    from visioncourse.problems import Problem
+    import visioncourse.training, contextlib
+    class WordsProblem(Problem):
+        name, dataset = 'words', 'imdb_sample'
+        inputs = 'text'
+        def predict(self, learn, item): return dict(words=len(item.split()))
+        def describe(self, item, pred): return f"{item}: {pred['words']} words"
+    mod = types.ModuleType('visioncourse_words'); mod.problem = WordsProblem()
+    monkeypatch.setitem(sys.modules, 'visioncourse_words', mod)
+    monkeypatch.setitem(PROBLEMS, 'words', dict(module='visioncourse_words', dataset='imdb_sample', summary='Words'))
+    learn = types.SimpleNamespace(visioncourse=dict(problem='words'), no_bar=contextlib.nullcontext, no_logging=contextlib.nullcontext)
+    monkeypatch.setattr(visioncourse.training, 'load_model', lambda fn: learn)
+
+def test_predict_text_and_text_files(cli, text_problem, tmp_path):
+    model = tmp_path/'model.pkl'; model.write_bytes(b'x')
+    res = cli('predict', model, '--text', 'A truly wonderful film')
+    assert res.returncode == 0 and res.stdout == "'A truly wonderful film': 4 words\n", res
+    review = tmp_path/'review.txt'; review.write_text('Dull and\nlong.')
+    assert cli('predict', model, review).stdout == f"{review}: 3 words\n"
+    latin1 = tmp_path/'latin1.txt'; latin1.write_bytes('café'.encode('latin-1'))
+    one_line_error(cli('predict', model, latin1), latin1, 'not a UTF-8 text file')
+
+@pytest.mark.skipif(not available('imdb'), reason='visioncourse.imdb is not written yet')
+def test_imdb_predict_text(cli, tmp_path):
+    import csv
+    src = dataset_path('imdb_sample')/'texts.csv'
+    rows = list(csv.reader(open(src, newline='', encoding='utf-8')))
+    data = tmp_path/'imdb_sample'; data.mkdir()
+    with open(data/'texts.csv', 'w', newline='', encoding='utf-8') as f:
+        csv.writer(f).writerows(rows[:1] + [r[:1] + [' '.join(r[1].split()[:40])] + r[2:] for r in rows[1:61]])
+    res = cli('train', 'imdb', '--epochs', '1', '--bs', '8', '--no-pretrained', '--data', data, '--out', tmp_path/'run')
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = cli('predict', tmp_path/'run'/'model.pkl', '--text', 'A wonderful, moving film.')
+    assert res.returncode == 0 and res.stdout.startswith("'A wonderful, moving film.': "), res
+
+# --- serve ---
+
+def test_serve_hands_the_model_to_visioncourse_serve(cli, tmp_path, monkeypatch):
+    calls = []
+    fake = types.ModuleType('visioncourse.serve'); fake.serve = lambda *a: calls.append(a)
+    monkeypatch.setitem(sys.modules, 'visioncourse.serve', fake)
+    model = tmp_path/'model.pkl'; model.write_bytes(b'x')
+    assert cli('serve', model, '--port', '9001').returncode == 0
+    assert calls == [(str(model), '127.0.0.1', 9001)]
+
+def test_serve_errors(cli, tmp_path, monkeypatch):
+    one_line_error(cli('serve', tmp_path/'missing.pkl'), 'missing.pkl: model file does not exist')
+    model = tmp_path/'model.pkl'; model.write_bytes(b'x')
+    one_line_error(cli('serve', model, '--port', '70000'), '--port must be between 1 and 65535')
+    monkeypatch.setitem(sys.modules, 'visioncourse.serve', None)  # as if the module (or a library it needs) were missing
+    one_line_error(cli('serve', model), 'serve needs visioncourse.serve')

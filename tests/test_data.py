@@ -15,7 +15,9 @@ def test_star_import_gives_public_names():
     exec('from visioncourse.all import *', ns)
     assert callable(ns['dataset_path']) and callable(ns['course_learner'])
 
-@pytest.mark.parametrize('name', list(DATASETS))
+SAMPLES = ['pets', 'pascal_2007', 'biwi_head_pose', 'planet_sample', 'camvid_tiny', 'imdb_sample']  # in ../shared/realdata
+
+@pytest.mark.parametrize('name', SAMPLES)
 def test_finds_each_sample(name):
     path = dataset_path(name)
     assert path.name == name and layout_problem(name, path) is None
@@ -47,13 +49,28 @@ def test_missing_folder_is_named(tmp_path):
     ('pascal_2007',    lambda p: (p/'train.csv').write_text('fname,labels,is_valid\n'), "no 'train/' folder"),
     ('biwi_head_pose', lambda p: (p/'notes').mkdir(),                           'no numbered person folders'),
     ('biwi_head_pose', lambda p: (p/'01').mkdir(),                              'holds rgb.cal, *_rgb.jpg and *_pose.txt'),
+    ('planet_sample',  lambda p: (p/'train').mkdir(),                           "no 'labels.csv'"),
+    ('planet_sample',  lambda p: ((p/'train').mkdir(), (p/'labels.csv').write_text('image_name,tags\n')), 'no *.jpg files'),
+    ('camvid_tiny',    lambda p: (p/'images').mkdir(),                          "no 'labels/' folder"),
+    ('camvid_tiny',    lambda p: ((p/'images').mkdir(), (p/'labels').mkdir()),  "no 'codes.txt'"),
+    ('imdb_sample',    lambda p: (p/'texts.txt').write_text('x'),               "no 'texts.csv'"),
+    ('imdb',           lambda p: (p/'train'/'pos').mkdir(parents=True),         "no 'train/neg/' folder"),
 ])
 def test_wrong_layout_gives_reason(tmp_path, name, make, reason):
     (tmp_path/name).mkdir(); make(tmp_path/name)
     with pytest.raises(DatasetNotFoundError) as e: dataset_path(name, roots=[tmp_path], download=False)
     assert reason in str(e.value) and str(tmp_path/name) in str(e.value)
 
-def test_command_line_help():
-    exe = Path(sys.executable).parent/'visioncourse'
-    out = subprocess.run([str(exe), '--help'], capture_output=True, text=True)
-    assert out.returncode == 0 and 'train' in out.stdout and 'predict' in out.stdout
+def test_every_dataset_is_counted():
+    from visioncourse.data import count_items
+    assert count_items('pets', dataset_path('pets')) == '370 images'
+    assert count_items('imdb_sample', dataset_path('imdb_sample')) == '1000 reviews in texts.csv'  # README: 800 + 200 rows
+
+def test_data_module_is_light():
+    "`visioncourse.data` (and so `visioncourse datasets`) imports neither torch nor fastai."
+    code = "import sys, visioncourse.data; print(sorted(m for m in ('torch', 'fastai') if m in sys.modules))"
+    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True).stdout.strip() == '[]'
+
+def test_urls_are_fastais():
+    from fastai.data.external import URLs
+    assert DATASETS['planet_sample'] == URLs.PLANET_SAMPLE and DATASETS['imdb'] == URLs.IMDB and DATASETS['pets'] == URLs.PETS

@@ -5,7 +5,8 @@ import pytest, torch
 from fastai.vision.all import load_learner, resnet18
 from visioncourse.data import dataset_path
 from visioncourse.keypoints import (BiwiFormatError, biwi_dls, get_ctr, img2pose, person_splitter, pixel_error,
-                                    predict_ctr, read_calibration, read_pose, read_rgb_cal, sigmoid_range, to_pixels)
+                                    predict_ctr, read_calibration, read_pose, read_rgb_cal, sigmoid_range, to_pixels,
+                                    biwi_persons, biwi_valid_person, BiwiProblem)
 
 BIWI = dataset_path('biwi_head_pose')
 FRAME = BIWI/'01'/'frame_00003_rgb.jpg'
@@ -30,11 +31,14 @@ def test_get_ctr_inside_image():
             x, y = get_ctr(f, extrinsics=extrinsics).tolist()
             assert 0 <= x < 640 and 0 <= y < 480
 
-def test_get_ctr_book_formula():
-    K = read_calibration(BIWI/'01').K
-    c = read_pose(img2pose(FRAME))
-    expected = torch.tensor([c[0]*K[0, 0]/c[2] + K[0, 2], c[1]*K[1, 1]/c[2] + K[1, 2]], dtype=torch.float32)
-    assert torch.allclose(get_ctr(FRAME), expected)
+def test_get_ctr_by_hand():
+    # pose centre (51.9358, 38.2631, 881.756) mm; fx = fy = 517.679, cx = 320, cy = 240.5
+    assert torch.allclose(get_ctr(FRAME), torch.tensor([51.9358*517.679/881.756 + 320, 38.2631*517.679/881.756 + 240.5]))
+    assert torch.allclose(get_ctr(FRAME), torch.tensor([350.4915, 262.9643]), atol=1e-3)
+
+def test_get_ctr_extrinsics_by_hand():
+    # R p + t = (60.2937 - 24.0198, 51.2920 + 5.8896, 880.5620 - 13.2308), then projected with the intrinsics
+    assert torch.allclose(get_ctr(FRAME, extrinsics=True), torch.tensor([341.6506, 274.6297]), atol=1e-3)
 
 def test_missing_pose_file(tmp_path):
     d = person_copy(tmp_path, pose=False)
@@ -74,17 +78,29 @@ def test_calibration_cached(tmp_path):
 def test_person_splitter():
     files = sorted(BIWI.glob('*/*_rgb.jpg'))
     train, valid = person_splitter('12')(files)
-    assert (len(train), len(valid)) == (11, 3)
+    n12 = sum(f.parent.name == '12' for f in files)
+    assert (len(train), len(valid)) == (len(files) - n12, n12)
     assert {files[i].parent.name for i in valid} == {'12'}
     pickle.loads(pickle.dumps(person_splitter('12')))
     with pytest.raises(ValueError, match='only person'): person_splitter('12')([f for f in files if f.parent.name == '12'])
 
-def test_absent_person(tmp_path):
+def test_absent_person_and_default(tmp_path, capsys):
     person_copy(tmp_path, '01', frames=('frame_00003', 'frame_00166'))
     person_copy(tmp_path, '12', frames=('frame_00019',))
-    with pytest.raises(ValueError, match='persons present: 01, 12'): biwi_dls(tmp_path, size=(60, 80), bs=2)
-    dls = biwi_dls(tmp_path, size=(60, 80), valid_person='12', bs=64)   # bs is capped at the 2 training frames
+    with pytest.raises(ValueError, match='persons present: 01, 12'): biwi_dls(tmp_path, size=(60, 80), valid_person='13', bs=2)
+    dls = biwi_dls(tmp_path, size=(60, 80), bs=64)   # no person 13: the last person, 12, is held out; bs capped at 2
     assert (len(dls.train_ds), len(dls.valid_ds), dls.bs) == (2, 1, 2)
+    assert capsys.readouterr().out == 'biwi_dls: batch size 64 is more than the 2 training items; using 2\n'
+
+def test_biwi_valid_person(tmp_path):
+    for p in ('01', '12', '13', '20'): (tmp_path/p).mkdir()
+    (tmp_path/'notes').mkdir()
+    assert biwi_persons(tmp_path) == ['01', '12', '13', '20']
+    assert biwi_valid_person(tmp_path) == '13'                      # the book's choice when present
+    assert biwi_valid_person(tmp_path, '01') == '01' and biwi_valid_person(tmp_path, 5) == '05'
+    (tmp_path/'13').rmdir()
+    assert biwi_valid_person(tmp_path) == '20'                      # else the last person
+    with pytest.raises(ValueError, match='no numbered person folders'): biwi_valid_person(tmp_path/'notes')
 
 def test_batch_targets():
     dls = biwi_dls(BIWI, size=(60, 80), valid_person='12', bs=4)
@@ -111,15 +127,45 @@ def test_export_and_predict(tmp_path):
     from visioncourse.learner import course_learner
     dls = biwi_dls(BIWI, size=(60, 80), valid_person='12', bs=4)
     learn = course_learner(dls, resnet18, pretrained=False, y_range=(-1, 1), metrics=pixel_error)
+    learn.path = tmp_path
+    BiwiProblem().plots(learn, tmp_path)
+    assert (tmp_path/'show_results.png').is_file()
     learn.export(tmp_path/'biwi.pkl')
     learn = load_learner(tmp_path/'biwi.pkl')
     for f in (FRAME, BIWI/'12'/'frame_00019_rgb.jpg'):
         x, y = predict_ctr(learn, f).tolist()
         assert 0 <= x <= 640 and 0 <= y <= 480   # y_range keeps predictions inside the image
+        pred = BiwiProblem().predict(learn, f)
+        assert pred == dict(x=round(x, 1), y=round(y, 1))
 
 def test_get_ctr_picklable():
     for f in (get_ctr, functools.partial(get_ctr, extrinsics=True), pixel_error): pickle.loads(pickle.dumps(f))
 
 def test_missing_dataset_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match='nowhere'): biwi_dls(tmp_path/'nowhere')
-    with pytest.raises(ValueError, match='persons present: none'): biwi_dls(tmp_path)
+    with pytest.raises(ValueError, match='no numbered person folders'): biwi_dls(tmp_path)
+    with pytest.raises(ValueError, match='persons present: none'): person_splitter('13')([])
+
+# --- the command line's problem
+
+def test_problem_registry_and_lines():
+    from visioncourse.problems import get_problem
+    problem = get_problem('biwi')
+    assert isinstance(problem, BiwiProblem) and (problem.dataset, problem.arch, problem.size) == ('biwi_head_pose', 'resnet18', 320)
+    frames = sorted(BIWI.glob('*/*_rgb.jpg'))
+    assert problem.count(BIWI) == f"{len(frames)} frames of {len({f.parent.name for f in frames})} persons"
+    assert problem.run_settings(BIWI) == dict(valid_person=biwi_valid_person(BIWI))
+    assert problem.run_settings(BIWI, valid_person='01') == dict(valid_person='01')
+    assert problem.describe('a.jpg', dict(x=1.25, y=300.0)) == 'a.jpg: head centre at x=1.2, y=300.0 px'
+    assert 'valid_person' in problem.options
+
+def test_problem_dls_size_is_width():
+    dls = BiwiProblem().dls(BIWI, 80, 4, valid_person='12', num_workers=0)
+    xb, _ = dls.one_batch()
+    assert xb.shape[-2:] == (60, 80)
+
+def test_problem_check_reads_pose_and_calibration(tmp_path):
+    d = person_copy(tmp_path, '01', frames=('frame_00003', 'frame_00166'))
+    assert len(BiwiProblem().check(tmp_path)) == 2
+    (d/'frame_00166_pose.txt').write_text('1 0 0\n0 1 0\n0 0 1\n\n12.5 oops 900\n')
+    with pytest.raises(ValueError, match='frame_00166_pose.txt'): BiwiProblem().check(tmp_path)

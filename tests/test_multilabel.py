@@ -1,15 +1,15 @@
 "Tests of the installed `visioncourse.multilabel`: data checks, loss and metrics against the libraries, threshold export."
-import pickle, shutil, subprocess, sys, warnings
+import json, pickle, shutil, subprocess, sys, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 import torch.nn.functional as F
-from sklearn.metrics import average_precision_score
 import fastai.metrics
 from fastai.torch_core import TensorImage, TensorMultiCategory
 from visioncourse.data import dataset_path
 from visioncourse.multilabel import (get_y, get_x_for, splitter, pascal_vocab, check_train_csv, pascal_block, pascal_dls,
     binary_cross_entropy, accuracy_multi, best_threshold, mean_average_precision, per_class_thresholds,
-    predict_with_thresholds, accuracy_multi_per_class, set_threshold)
+    predict_with_thresholds, accuracy_multi_per_class, set_threshold, voc07_ap, voc07_map, capped_bs, arch_fn,
+    PascalProblem)
 
 PASCAL = dataset_path('pascal_2007')
 
@@ -28,7 +28,7 @@ def small_copy(tmp, df, n_train=4, n_valid=3):
 
 def test_splitter_and_vocab_on_sample(df):
     train, valid = splitter(df)
-    assert (len(train), len(valid)) == (27, 37)
+    assert len(valid) == df['is_valid'].sum() and sorted(train + valid) == list(range(len(df)))
     assert all(isinstance(i, int) for i in train + valid)
     assert len(pascal_vocab(df)) == 20
 
@@ -42,21 +42,26 @@ def test_get_x_get_y(df, tmp_path):
     assert get_x(row) == tmp_path/'train'/row['fname']
     with pytest.raises(ValueError, match="'a.jpg' has no labels"): get_y(pd.Series({'fname': 'a.jpg', 'labels': np.nan}))
 
-def test_pascal_dls_on_sample():
+def test_pascal_dls_on_sample(df):
     dls = pascal_dls(PASCAL, size=32, bs=8, num_workers=0)
-    assert len(dls.vocab) == 20 and (len(dls.train_ds), len(dls.valid_ds)) == (27, 37)
+    assert len(dls.vocab) == 20 and (len(dls.train_ds), len(dls.valid_ds)) == ((~df.is_valid).sum(), df.is_valid.sum())
     xb, yb = dls.one_batch()
     assert xb.shape == (8, 3, 32, 32) and yb.shape == (8, 20)
 
 def test_pascal_block_reads_vocab(tmp_path, df):
     path, rows = small_copy(tmp_path, df)
-    assert list(pascal_block(path, size=32).datasets(rows).vocab) == pascal_vocab(rows)
+    assert list(pascal_block(path, pascal_vocab(rows), size=32).datasets(rows).vocab) == pascal_vocab(rows)
 
-def test_batch_size_larger_than_training_set_is_lowered(tmp_path, df):
+def test_batch_size_larger_than_training_set_is_lowered(tmp_path, df, capsys):
     path, _ = small_copy(tmp_path, df)
-    with pytest.warns(UserWarning, match='batch size lowered from 64 to 4'):
-        dls = pascal_dls(path, size=32, num_workers=0)
+    dls = pascal_dls(path, size=32, num_workers=0)
+    assert capsys.readouterr().out == 'pascal_dls: batch size 64 is more than the 4 training items; using 4\n'
     assert dls.train.bs == 4 and len(dls.train) == 1
+
+def test_capped_bs(capsys):
+    assert capped_bs(8, 8, 'f') == 8 and capsys.readouterr().out == ''
+    assert capped_bs(9, 8, 'f') == 8 and capsys.readouterr().out == 'f: batch size 9 is more than the 8 training items; using 8\n'
+
 
 # --- malformed train.csv
 
@@ -114,35 +119,49 @@ def test_accuracy_multi_matches_fastai(batch, thresh, sigmoid):
     assert type(mine) is torch.Tensor
     torch.testing.assert_close(mine, fastai.metrics.accuracy_multi(inp, targs, thresh, sigmoid))
 
-def test_best_threshold_is_grid_argmax(batch):
-    acts, targs = batch
-    preds = acts.sigmoid()
-    grid = torch.linspace(0.05, 0.95, 29)
-    accs = torch.stack([accuracy_multi(preds, targs, t, sigmoid=False) for t in grid])
-    thresh, acc = best_threshold(preds, targs)
-    assert isinstance(thresh, float) and isinstance(acc, float)
-    assert thresh == grid[accs.argmax()].item() and acc == accs.max().item()
-
-def test_best_threshold_known_answer_and_ties():
+def test_best_threshold_known_answers_and_ties():
+    # positives at 0.6, negatives at 0.3: any threshold in [0.3, 0.6) is perfect (`>` is strict)
     p = torch.tensor([[0.6, 0.3], [0.3, 0.6], [0.3, 0.3]]); t = torch.tensor([[1, 0], [0, 1], [0, 0]])
+    thresh, acc = best_threshold(p, t)
+    assert isinstance(thresh, float) and isinstance(acc, float)
+    assert (thresh, acc) == pytest.approx((0.05 + 8*0.9/28, 1.0))            # the default grid's first point >= 0.3
     assert best_threshold(p, t, [0.1, 0.3, 0.5, 0.7]) == pytest.approx((0.3, 1.0))
-    assert best_threshold(p, t, [0.5, 0.4]) == pytest.approx((0.5, 1.0))   # tie: the first
+    assert best_threshold(p, t, [0.7, 0.1]) == pytest.approx((0.7, 4/6))     # 0.1 gets the 4 negatives wrong (2/6)
+    assert best_threshold(p, t, [0.5, 0.4]) == pytest.approx((0.5, 1.0))     # tie: the first
 
-def test_mean_average_precision_matches_sklearn(batch):
-    acts, targs = batch
-    targs[:, 3] = 0                                  # an absent class is left out
-    present = targs.sum(0) > 0
-    expected = average_precision_score(targs[:, present].numpy(), acts[:, present].numpy(), average='macro')
-    assert mean_average_precision(acts.sigmoid(), targs) == pytest.approx(expected)
-    with pytest.raises(ValueError, match='no class has a positive'): mean_average_precision(acts, torch.zeros_like(targs))
+def test_best_threshold_worked_by_hand():
+    # right answers out of 12 at 0.1, 0.3, 0.5, 0.7, 0.9: 8, 9, 8, 10, 8
+    p = torch.tensor([[0.40, 0.80, 0.1], [0.20, 0.60, 0.1], [0.35, 0.75, 0.1], [0.10, 0.65, 0.5]])
+    t = torch.tensor([[1, 1, 0], [0, 0, 0], [1, 1, 0], [0, 0, 0]])
+    assert best_threshold(p, t, [0.1, 0.3, 0.5, 0.7, 0.9]) == pytest.approx((0.7, 10/12))
+
+SCORES = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
+T1, T2 = torch.tensor([1, 0, 1, 0, 0]), torch.tensor([0, 1, 0, 0, 1])
+
+def test_mean_average_precision_by_hand():
+    # (recall, precision) down the ranking; each positive adds 1/2 of recall at its precision
+    preds, targs = torch.stack([SCORES, SCORES, SCORES], 1), torch.stack([T1, T2, torch.zeros(5, dtype=torch.long)], 1)
+    assert mean_average_precision(preds, targs) == pytest.approx((1/2*1 + 1/2*2/3 + 1/2*1/2 + 1/2*2/5)/2)   # class 3 absent
+    with pytest.raises(ValueError, match='no class has a positive'): mean_average_precision(preds, torch.zeros(5, 3))
+
+def test_voc07_ap_by_hand():
+    assert voc07_ap(SCORES, T1) == pytest.approx((6*1 + 5*2/3)/11)     # 28/33, vs 5/6 for scikit-learn
+    assert voc07_ap(SCORES, T2) == pytest.approx((6*1/2 + 5*2/5)/11)   # 5/11
+    assert voc07_ap(SCORES, torch.tensor([1, 1, 0, 0, 0])) == 1.0
+    assert voc07_ap(SCORES, torch.tensor([0, 0, 0, 0, 1])) == pytest.approx(11*(1/5)/11)
+    with pytest.raises(ValueError, match='no positive target'): voc07_ap(SCORES, torch.zeros(5))
+
+def test_voc07_map_by_hand():
+    preds, targs = torch.stack([SCORES, SCORES, SCORES], 1), torch.stack([T1, T2, torch.zeros(5, dtype=torch.long)], 1)
+    assert voc07_map(preds, targs) == pytest.approx(43/66)              # the absent class is left out
+    with pytest.raises(ValueError, match='no class has a positive'): voc07_map(preds, torch.zeros(5, 3))
 
 def test_per_class_thresholds():
     p = torch.tensor([[0.40, 0.80, 0.1], [0.20, 0.60, 0.1], [0.35, 0.75, 0.1], [0.10, 0.65, 0.5]])
     t = torch.tensor([[1, 1, 0], [0, 0, 0], [1, 1, 0], [0, 0, 0]])
     grid = [0.1, 0.3, 0.5, 0.7, 0.9]
     ct = per_class_thresholds(p, t, grid)
-    assert ct.shape == (3,) and ct[:2].tolist() == pytest.approx([0.3, 0.7])
-    assert ct[2].item() == pytest.approx(best_threshold(p, t, grid)[0])     # no positives: the global best
+    assert ct.tolist() == pytest.approx([0.3, 0.7, 0.7])     # class 2 has no positive: the single best, 0.7
     assert torch.equal(predict_with_thresholds(p, ct), t.bool())
     assert accuracy_multi_per_class(p, t, ct).item() == 1.0
 
@@ -191,3 +210,39 @@ def test_set_threshold_rejects_wrong_length_and_loss(learner):
     with pytest.raises(ValueError, match='3 thresholds for'): set_threshold(learn, torch.full((3,), 0.5))
     class Fake: loss_func = torch.nn.MSELoss()
     with pytest.raises(ValueError, match='has no `thresh`'): set_threshold(Fake(), 0.5)
+
+# --- the command line's problem
+
+def test_problem_registry_and_lines(df):
+    from visioncourse.problems import get_problem
+    problem = get_problem('pascal')
+    assert isinstance(problem, PascalProblem) and (problem.dataset, problem.arch, problem.size) == ('pascal_2007', 'resnet50', 128)
+    assert problem.count(PASCAL) == f'{len(df)} rows in train.csv'
+    assert problem.files(PASCAL) == [PASCAL/'train'/f for f in df.fname]
+    assert problem.describe('a.jpg', dict(labels=['cat', 'dog'], threshold=0.25)) == 'a.jpg: cat dog (threshold 0.25)'
+    assert problem.describe('a.jpg', dict(labels=[], threshold=0.5)) == 'a.jpg: (no label above the threshold) (threshold 0.50)'
+    assert problem.describe('a.jpg', dict(labels=['cat'], threshold=[0.2, 0.3])) == 'a.jpg: cat (per-class thresholds)'
+
+def test_problem_check_names_bad_csv(tmp_path, df):
+    from visioncourse.problems import get_problem
+    path, rows = small_copy(tmp_path, df)
+    (path/'train'/rows.fname.iloc[0]).write_bytes(b'not a jpeg')
+    with pytest.raises(ValueError, match=rows.fname.iloc[0]): get_problem('pascal').check(path)
+
+def test_arch_fn():
+    from torchvision.models import resnet18, resnet50
+    assert arch_fn('resnet50') is resnet50 and arch_fn(resnet18) is resnet18
+    with pytest.raises(ValueError, match="unknown architecture 'resnet_nine'"): arch_fn('resnet_nine')
+
+def test_problem_plots_and_predict(learner, tmp_path):
+    path, learn = learner
+    problem = PascalProblem()
+    extra = problem.plots(learn, tmp_path)
+    assert (tmp_path/'threshold_sweep.png').is_file()
+    assert set(extra) >= {'threshold', 'accuracy_multi_at_threshold', 'mean_average_precision'}
+    assert learn.loss_func.thresh == extra['threshold']
+    img = next((path/'train').iterdir())
+    pred = problem.predict(learn, img)
+    assert pred['threshold'] == pytest.approx(extra['threshold'])
+    assert set(pred['labels']) == {c for c, p in pred['probs'].items() if p > extra['threshold']}
+    json.dumps(pred)

@@ -4,18 +4,22 @@
 
 # %% auto #0
 __all__ = ['DATASETS', 'check_name', 'layout_problem', 'repo_root', 'local_candidates', 'fastai_cache_path', 'can_reach',
-           'DatasetNotFoundError', 'dataset_path']
+           'DatasetNotFoundError', 'dataset_path', 'count_items']
 
 # %% ../../nbs/00_data.ipynb #88380f28
 import os, socket, warnings
 from pathlib import Path
-from fastai.data.external import URLs, untar_data, fastai_path
 
 # %% ../../nbs/00_data.ipynb #e6644acb
+_S3 = 'https://s3.amazonaws.com/fast-ai-'
 DATASETS = {
-    'pets':           URLs.PETS,
-    'pascal_2007':    URLs.PASCAL_2007,
-    'biwi_head_pose': URLs.BIWI_HEAD_POSE,
+    'pets':           _S3+'imageclas/oxford-iiit-pet.tgz',  # URLs.PETS
+    'pascal_2007':    _S3+'imagelocal/pascal_2007.tgz',     # URLs.PASCAL_2007
+    'biwi_head_pose': _S3+'imagelocal/biwi_head_pose.tgz',  # URLs.BIWI_HEAD_POSE
+    'planet_sample':  _S3+'sample/planet_sample.tgz',       # URLs.PLANET_SAMPLE
+    'camvid_tiny':    _S3+'sample/camvid_tiny.tgz',         # URLs.CAMVID_TINY
+    'imdb_sample':    _S3+'sample/imdb_sample.tgz',         # URLs.IMDB_SAMPLE
+    'imdb':           _S3+'nlp/imdb.tgz',                   # URLs.IMDB
 }
 
 # %% ../../nbs/00_data.ipynb #7205929b
@@ -35,7 +39,27 @@ def _biwi_problem(path):
         if (p/'rgb.cal').is_file() and any(p.glob('*_rgb.jpg')) and any(p.glob('*_pose.txt')): return None
     return f"no person folder in {path} holds rgb.cal, *_rgb.jpg and *_pose.txt"
 
-_PROBLEMS = {'pets': _pets_problem, 'pascal_2007': _pascal_problem, 'biwi_head_pose': _biwi_problem}
+def _planet_problem(path):
+    if not (path/'labels.csv').is_file(): return f"no 'labels.csv' in {path}"
+    if not (path/'train').is_dir(): return f"no 'train/' folder in {path}"
+    if not any((path/'train').glob('*.jpg')): return f"no *.jpg files in {path/'train'}"
+
+def _camvid_problem(path):
+    for d in ('images', 'labels'):
+        if not (path/d).is_dir(): return f"no '{d}/' folder in {path}"
+    if not (path/'codes.txt').is_file(): return f"no 'codes.txt' in {path}"
+    if not any((path/'images').iterdir()): return f"no files in {path/'images'}"
+
+def _imdb_sample_problem(path):
+    if not (path/'texts.csv').is_file(): return f"no 'texts.csv' in {path}"
+
+def _imdb_problem(path):
+    for d in ('train/pos', 'train/neg', 'test/pos', 'test/neg'):
+        if not (path/d).is_dir(): return f"no '{d}/' folder in {path}"
+
+_LAYOUTS = {'pets': _pets_problem, 'pascal_2007': _pascal_problem, 'biwi_head_pose': _biwi_problem,
+            'planet_sample': _planet_problem, 'camvid_tiny': _camvid_problem, 'imdb_sample': _imdb_sample_problem,
+            'imdb': _imdb_problem}
 
 # %% ../../nbs/00_data.ipynb #cdc4e76b
 def check_name(name):
@@ -49,7 +73,7 @@ def layout_problem(name, path):
     path = Path(path)
     if not path.exists(): return f"{path} does not exist"
     if not path.is_dir(): return f"{path} is not a folder"
-    return _PROBLEMS[name](path)
+    return _LAYOUTS[name](path)
 
 # %% ../../nbs/00_data.ipynb #9579fd62
 def repo_root():
@@ -74,6 +98,7 @@ def local_candidates(name):
 # %% ../../nbs/00_data.ipynb #f1978193
 def fastai_cache_path(name):
     "Where `untar_data` keeps dataset `name` once extracted."
+    from fastai.data.external import fastai_path
     return fastai_path('data')/DATASETS[name].split('/')[-1].split('.')[0]
 
 def can_reach(url, timeout=3.0):
@@ -116,9 +141,42 @@ def _from_fastai(name, tried):
         tried.append(f"fastai cache {cached}: {problem}"); return None
     if not can_reach(url):
         tried.append(f"fastai untar_data({url}): the server cannot be reached (offline?)"); return None
+    from fastai.data.external import untar_data
     try: path = untar_data(url)
     except Exception as e:
         tried.append(f"fastai untar_data({url}): {type(e).__name__}: {e}"); return None
     problem = layout_problem(name, path)
     if problem is None: return path
     tried.append(f"fastai untar_data {path}: {problem}")
+
+# %% ../../nbs/00_data.ipynb #4387d865
+_IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp'}
+
+def _images(folder):
+    return [p for p in Path(folder).rglob('*') if p.suffix.lower() in _IMAGE_EXTS]
+
+def _csv_rows(fn):
+    import csv
+    with open(fn, newline='', encoding='utf-8') as f: return sum(1 for _ in csv.reader(f)) - 1
+
+def _biwi_count(path):
+    frames = _images(path)
+    return f"{len(frames)} frames of {len({f.parent.name for f in frames})} persons"
+
+def _imdb_count(path):
+    return f"{sum(len(list((path/d).glob('*.txt'))) for d in ('train/pos', 'train/neg', 'test/pos', 'test/neg'))} labelled reviews"
+
+_COUNTS = {
+    'pets':           lambda p: f"{len(_images(p/'images'))} images",
+    'pascal_2007':    lambda p: f"{_csv_rows(p/'train.csv')} rows in train.csv",
+    'biwi_head_pose': _biwi_count,
+    'planet_sample':  lambda p: f"{_csv_rows(p/'labels.csv')} chips in labels.csv",
+    'camvid_tiny':    lambda p: f"{len(_images(p/'images'))} frames, {len((p/'codes.txt').read_text().split())} classes",
+    'imdb_sample':    lambda p: f"{_csv_rows(p/'texts.csv')} reviews in texts.csv",
+    'imdb':           _imdb_count,
+}
+
+def count_items(name, path):
+    "How many items dataset `name` at `path` holds, in words."
+    check_name(name)
+    return _COUNTS[name](Path(path))

@@ -1,0 +1,121 @@
+"""`visioncourse serve` in a real browser: start the server on a free loopback port with a tiny trained model, open
+its page in headless Chromium, upload a photo through the page's file input and check the prediction shown.
+Screenshots go to tests/screenshots/ (git-ignored)."""
+import json, os, shutil, socket, subprocess, sys, time, urllib.request
+from pathlib import Path
+import pytest
+
+CHROMIUM = os.environ.get('VISIONCOURSE_CHROMIUM', '/usr/bin/chromium')
+SHOTS = Path(__file__).parent/'screenshots'
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'no Chromium at {CHROMIUM}')
+sync_api = pytest.importorskip('playwright.sync_api')
+
+from test_serve import served_model, photos  # noqa: F401 (fixtures: the session's tiny pets model, sample photos)
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def serve_command(model, port):
+    "`visioncourse serve MODEL --port PORT`, through the CLI when it has the verb, else through `serve` itself."
+    exe = Path(sys.executable).parent/'visioncourse'
+    if exe.exists():
+        r = subprocess.run([str(exe), '--help'], capture_output=True, text=True, timeout=120)
+        if 'serve' in r.stdout: return [str(exe), 'serve', str(model), '--port', str(port)]
+    return [sys.executable, '-c', f'from visioncourse.serve import serve; serve({str(model)!r}, port={port})']
+
+@pytest.fixture(scope='module')
+def server(served_model):
+    port = free_port()
+    proc = subprocess.Popen(serve_command(served_model, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f'http://127.0.0.1:{port}/'
+    try:
+        deadline = time.time() + 120
+        while True:
+            if proc.poll() is not None: pytest.fail(f'the server stopped: {proc.stdout.read()}')
+            try:
+                with urllib.request.urlopen(url + 'health', timeout=2) as r: health = json.load(r)
+                break
+            except OSError:
+                if time.time() > deadline: pytest.fail('the server did not answer /health within 120 s')
+                time.sleep(0.5)
+        yield url, health
+    finally:
+        proc.terminate()
+        try: proc.wait(timeout=20)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+
+@pytest.fixture(scope='module')
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu',
+                              '--disable-background-networking', '--disable-component-update', '--no-first-run'])
+        yield b
+        b.close()
+
+def api_predict(url, fn):
+    "The server's JSON answer for photo `fn`, asked directly (not through the page)."
+    import httpx
+    r = httpx.post(url + 'predict', files=dict(file=(fn.name, fn.read_bytes(), 'image/jpeg')), timeout=60)
+    r.raise_for_status(); return r.json()
+
+def test_upload_through_page(server, browser, photos):
+    url, health = server
+    assert health['problem'] == 'pets' and health['model'] == 'model.pkl'
+    fn = photos[0]
+    page = browser.new_page(viewport=dict(width=900, height=900))
+    errors = []
+    page.on('pageerror', lambda e: errors.append(str(e)))
+    page.goto(url)
+    sync_api.expect(page.locator('#problem')).to_have_text('pets (model.pkl)')
+    page.set_input_files('#file', str(fn))
+    label = page.locator('#prediction h2.label')
+    label.wait_for(timeout=60_000)
+    expected = api_predict(url, fn)['prediction']
+    assert label.inner_text().startswith(expected['label'] + ' (')
+    assert page.locator('#prediction .bar').count() == 5
+    assert page.locator('#prediction .bar.top .name').inner_text() == expected['label']
+    assert page.locator('#status').inner_text() == fn.name
+    assert page.evaluate("document.getElementById('photo').naturalWidth") > 0  # the photo is shown
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS/'serve_pets.png'), full_page=True)
+    assert not errors, errors
+
+def test_bad_upload_through_page(server, browser, tmp_path):
+    url, _ = server
+    bad = tmp_path/'notes.txt'; bad.write_text('not a picture')
+    page = browser.new_page()
+    page.goto(url)
+    page.set_input_files('#file', str(bad))
+    sync_api.expect(page.locator('#status')).to_have_text('Error: notes.txt: not an image (no image format recognised)', timeout=30_000)
+
+def test_every_kind_of_answer(server, browser, photos):
+    "The page draws each kind of prediction JSON the course's problems give: tags, a point, a mask."
+    url, _ = server
+    page = browser.new_page(viewport=dict(width=900, height=900))
+    page.goto(url)
+    page.set_input_files('#file', str(photos[0]))
+    page.locator('#prediction h2.label').wait_for(timeout=60_000)
+    w, h = page.evaluate("[document.getElementById('photo').naturalWidth, document.getElementById('photo').naturalHeight]")
+    # multi-label: the tags above the threshold, and the probabilities with the threshold marked
+    page.evaluate("""show({problem: 'pascal', model_ms: 1, prediction: {labels: ['dog', 'person'], threshold: 0.5,
+                           probs: {dog: 0.9, person: 0.6, cat: 0.2}}})""")
+    assert page.locator('#prediction .tag').all_inner_texts() == ['dog', 'person']
+    assert page.locator('#prediction .bar').count() == 3 and page.locator('#prediction .thresh').count() == 3
+    # a point: a red dot at that pixel of the photo, nothing far from it
+    x, y = w // 3, h // 2
+    page.evaluate(f"show({{problem: 'biwi', model_ms: 1, prediction: {{x: {x}, y: {y}}}}})")
+    px = lambda x, y: page.evaluate(f"Array.from(document.getElementById('overlay').getContext('2d').getImageData({x}, {y}, 1, 1).data)")
+    assert px(x, y) == [238, 0, 0, 255]
+    assert px(w - 2, h - 2)[3] == 0
+    page.screenshot(path=str(SHOTS/'serve_point.png'), full_page=True)
+    # a mask: every pixel of the photo coloured, half transparent, and the class shares as bars
+    mask = page.evaluate(f"""(() => {{ const c = document.createElement('canvas'); c.width = {w}; c.height = {h};
+        const g = c.getContext('2d'); g.fillStyle = 'rgb(1,1,1)'; g.fillRect(0, 0, {w}, {h});
+        g.fillStyle = 'rgb(2,2,2)'; g.fillRect(0, 0, {w // 2}, {h}); return c.toDataURL('image/png'); }})()""")
+    page.evaluate("a => show(a)", dict(problem='camvid', model_ms=1, prediction=dict(mask=mask, shares=dict(Road=0.5, Sky=0.5))))
+    page.wait_for_function(f"document.getElementById('overlay').getContext('2d').getImageData({w - 2}, {h - 2}, 1, 1).data[3] > 0")
+    left, right = px(2, 2), px(w - 2, h - 2)
+    assert left[3] == right[3] == 128 and left[:3] != right[:3]
+    assert page.locator('#prediction .bar').count() == 2
+    page.screenshot(path=str(SHOTS/'serve_mask.png'), full_page=True)
