@@ -3,7 +3,8 @@ import shutil
 import pytest, torch
 import torch.nn.functional as F
 from visioncourse.data import dataset_path
-from visioncourse.pets import pet_label, pets_block, pets_dls, softmax, log_softmax, nll_loss, cross_entropy
+from visioncourse.pets import (pet_label, pets_block, pets_dls, softmax, log_softmax, nll_loss, cross_entropy,
+                               resolve_arch, PetsProblem, problem)
 
 IMAGES = dataset_path('pets')/'images'
 
@@ -23,9 +24,9 @@ def few_pets(tmp_path):
 def test_pet_label(name, breed):
     assert pet_label(name) == breed
 
-def test_pet_label_on_every_sample_file():
+def test_pet_label_on_every_dataset_file():
     labels = [pet_label(f) for f in IMAGES.glob('*.jpg')]
-    assert len(set(labels)) == 37 and all(labels.count(l) == 10 for l in set(labels))
+    assert len(labels) == len(list(IMAGES.glob('*.jpg'))) and len(set(labels)) == 37
 
 @pytest.mark.parametrize('name', ['beagle.jpg', 'great_pyrenees_.jpg', '_12.jpg', 'beagle_12.png', 'notes.txt', ''])
 def test_pet_label_bad_name_names_the_file(name):
@@ -34,10 +35,11 @@ def test_pet_label_bad_name_names_the_file(name):
 
 # --- pets_block / pets_dls ---
 
-def test_pets_dls_on_the_sample_finds_37_breeds():
+def test_pets_dls_on_the_dataset_finds_37_breeds():
     dls = pets_dls(IMAGES, size=32, presize=48, bs=8, num_workers=0)
     assert len(dls.vocab) == 37 and 'great_pyrenees' in dls.vocab and 'Abyssinian' in dls.vocab
-    assert (len(dls.train_ds), len(dls.valid_ds)) == (296, 74)
+    n = len(list(IMAGES.glob('*.jpg')))
+    assert len(dls.valid_ds) == int(0.2*n) and len(dls.train_ds) == n - int(0.2*n)
 
 def test_pets_dls_batch_and_seed(few_pets):
     dls = pets_dls(few_pets, size=32, presize=48, bs=4, num_workers=0)
@@ -53,6 +55,8 @@ def test_pets_block_pieces():
     blk = pets_block(size=32, presize=48)
     assert blk.get_y is pet_label
     assert any(type(t).__name__ == 'RandomResizedCropGPU' for t in blk.batch_tfms)
+    # with min_scale, the composed affine transform samples at the presized size; the crop brings it to `size`
+    assert blk.batch_tfms[0].size is None
 
 def test_presize_smaller_than_size_is_an_error():
     with pytest.raises(ValueError, match=r'presize \(100\) must be at least size \(224\)'):
@@ -123,3 +127,44 @@ def test_bad_input(fn):
     with pytest.raises(ValueError, match='inp must be 2-D'): fn(x[0], t)
     with pytest.raises(ValueError, match='integer class indices'): fn(x, t.float())
     with pytest.raises(ValueError, match=r'class indices in \[0, 2\)'): fn(x, t + 1)
+
+# --- the command-line problem ---
+
+def test_resolve_arch():
+    from fastai.vision.all import resnet34, resnet18
+    assert resolve_arch('resnet34') is resnet34 and resolve_arch(resnet18) is resnet18
+    with pytest.raises(ValueError, match="unknown architecture 'resnet35'"): resolve_arch('resnet35')
+    with pytest.raises(ValueError, match="unknown architecture 'ResNet'"): resolve_arch('ResNet')   # a class, not a model
+
+def test_problem_is_registered():
+    from visioncourse.problems import get_problem
+    assert get_problem('pets') is problem and isinstance(problem, PetsProblem)
+    assert (problem.name, problem.dataset, problem.arch, problem.size) == ('pets', 'pets', 'resnet34', 224)
+
+@pytest.fixture
+def pets_root(few_pets, tmp_path_factory):
+    "A dataset root in the pets layout: the few images under images/."
+    root = tmp_path_factory.mktemp('root'); (root/'images').mkdir()
+    for f in few_pets.glob('*.jpg'): shutil.copy(f, root/'images'/f.name)
+    return root
+
+def test_problem_files_and_count(pets_root):
+    assert problem.count(pets_root) == '12 images'
+    assert sorted(f.name for f in problem.files(pets_root)) == sorted(f.name for f in (pets_root/'images').iterdir())
+
+def test_problem_train_predict_plots(pets_root, tmp_path):
+    dls = problem.dls(pets_root, size=32, bs=4, num_workers=0)
+    resize = [t for t in dls.train.after_item.fs if type(t).__name__ == 'Resize'][0]
+    assert resize.size == (65, 65)          # presized in the book's ratio: int(32*460/224)
+    learn = problem.learner(dls, 'resnet18', pretrained=False)
+    assert [m.name for m in learn.metrics] == ['error_rate', 'accuracy']
+    fn = sorted((pets_root/'images').iterdir())[0]
+    with learn.no_bar():
+        pred = problem.predict(learn, fn)
+        assert problem.plots(learn, tmp_path) == {} and (tmp_path/'confusion_matrix.png').stat().st_size > 0
+    assert set(pred) == {'label', 'probability', 'probs'} and set(pred['probs']) == {'Abyssinian', 'beagle', 'great_pyrenees'}
+    assert abs(sum(pred['probs'].values()) - 1) < 1e-4 and pred['probability'] == max(pred['probs'].values())
+    assert pred['label'] == max(pred['probs'], key=pred['probs'].get)
+
+def test_problem_describe():
+    assert problem.describe('x.jpg', dict(label='beagle', probability=0.25, probs={})) == 'x.jpg: beagle (0.250)'

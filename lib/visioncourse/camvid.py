@@ -4,20 +4,20 @@
 
 # %% auto #0
 __all__ = ['problem', 'camvid_codes', 'mask_file', 'camvid_splitter', 'camvid_block', 'camvid_dls', 'acc_camvid',
-           'camvid_learner', 'predict_mask', 'class_shares', 'CamvidProblem', 'check_camvid']
+           'camvid_learner', 'predict_mask', 'class_shares', 'mask_codes', 'CamvidProblem', 'check_camvid']
 
-# %% ../../nbs/06_camvid.ipynb #fa57b436
+# %% ../../nbs/06_camvid.ipynb #022a23e9
 import functools
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image, UnidentifiedImageError
 from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, RandomSplitter, FileSplitter, Resize, aug_transforms,
-                               get_image_files, unet_learner)
+                               get_image_files, unet_learner, AddMaskCodes)
 from .data import can_reach
 from .learner import weights_cached, weights_url, _ensure_normalized
-from .problems import Problem
+from .problems import Problem, PROBLEMS
 
-# %% ../../nbs/06_camvid.ipynb #745a7918
+# %% ../../nbs/06_camvid.ipynb #f1a87793
 def camvid_codes(path):
     "The class names of the CamVid dataset at `path`, from `codes.txt` (class number = line number)."
     fn = Path(path)/'codes.txt'
@@ -26,13 +26,13 @@ def camvid_codes(path):
     if not codes: raise ValueError(f"{fn}: no class names")
     return np.array(codes)
 
-# %% ../../nbs/06_camvid.ipynb #3f399237
+# %% ../../nbs/06_camvid.ipynb #d73062ca
 def mask_file(fn):
     "The mask of CamVid frame `fn`: `images/NAME.png` -> `labels/NAME_P.png`."
     fn = Path(fn)
     return fn.parent.parent/'labels'/f'{fn.stem}_P{fn.suffix}'
 
-# %% ../../nbs/06_camvid.ipynb #3dcff101
+# %% ../../nbs/06_camvid.ipynb #c90aa170
 def camvid_splitter(path, valid_pct=0.2, seed=42):
     "`FileSplitter` on `path/'valid.txt'` when there is one (the full CamVid), else a seeded random split."
     valid = Path(path)/'valid.txt'
@@ -53,14 +53,14 @@ def camvid_dls(path, size=(96, 128), bs=8, seed=42, n_items=None, **kwargs):
         fnames = fnames[np.random.default_rng(seed).permutation(len(fnames))[:n_items].tolist()]
     return camvid_block(path, size, seed=seed).dataloaders(fnames, bs=bs, path=path, **kwargs)
 
-# %% ../../nbs/06_camvid.ipynb #374ade8f
+# %% ../../nbs/06_camvid.ipynb #3713a522
 def acc_camvid(inp, targ, void_code):
     "Pixel accuracy of scores `inp` (batch, classes, h, w) against mask `targ`, over pixels whose target is not `void_code`."
     targ = targ.squeeze(1) if targ.dim() == 4 else targ
     keep = targ != void_code
     return (inp.argmax(dim=1)[keep] == targ[keep]).float().mean()
 
-# %% ../../nbs/06_camvid.ipynb #25753baa
+# %% ../../nbs/06_camvid.ipynb #e2c5e534
 def camvid_learner(dls, arch, pretrained=True, **kwargs):
     "`unet_learner(dls, arch, ...)`, pretrained where the weights can be had, else random weights and one printed line."
     if pretrained and not weights_cached(arch) and not can_reach(weights_url(arch)):
@@ -72,7 +72,7 @@ def camvid_learner(dls, arch, pretrained=True, **kwargs):
     if not pretrained: _ensure_normalized(dls)
     return learn
 
-# %% ../../nbs/06_camvid.ipynb #6dcc29fa
+# %% ../../nbs/06_camvid.ipynb #1198c6e4
 def predict_mask(learn, fn):
     "The class-number mask `learn` predicts for frame `fn`, as a `uint8` array of the frame's own height and width."
     pred = learn.predict(Path(fn))[0]
@@ -86,12 +86,18 @@ def class_shares(mask, codes):
     order = np.argsort(-counts, kind='stable')
     return {str(codes[i]): counts[i]/counts.sum() for i in order if counts[i] > 0}
 
-# %% ../../nbs/06_camvid.ipynb #d6331015
+# %% ../../nbs/06_camvid.ipynb #1c7ccd70
 def _arch(arch):
     "The architecture function for `arch`, given as a function or as a torchvision name such as 'resnet34'."
     if not isinstance(arch, str): return arch
     import torchvision
     return getattr(torchvision.models, arch)
+
+def mask_codes(dls):
+    "The class names of CamVid `DataLoaders` `dls`, kept by `MaskBlock` (in an exported learner's too)."
+    for t in dls.after_item.fs:
+        if isinstance(t, AddMaskCodes) and t.codes is not None: return np.array(t.codes)
+    raise ValueError("these DataLoaders have no mask codes (not made with MaskBlock(codes))")
 
 def _free_name(folder, stem):
     "`folder/stem_pred.png`, or `stem_pred_1.png`, `_2`... if taken: never an existing file."
@@ -102,7 +108,7 @@ def _free_name(folder, stem):
 class CamvidProblem(Problem):
     "CamVid (course v3, lesson 3): a class for every pixel, U-Net, accuracy without Void."
     name, dataset, arch, size = 'camvid', 'camvid_tiny', 'resnet34', 96
-    summary = "CamVid street scenes: a class for every pixel (segmentation, U-Net, acc_camvid)"
+    summary = PROBLEMS['camvid']['summary']
     out_dir = None
 
     def files(self, path):
@@ -119,7 +125,7 @@ class CamvidProblem(Problem):
         return camvid_dls(path, size=(size, size*4//3), bs=bs, seed=seed, **kwargs)
 
     def learner(self, dls, arch, pretrained=True):
-        codes = list(dls.vocab)
+        codes = list(mask_codes(dls))
         return camvid_learner(dls, _arch(arch), pretrained=pretrained,
                               metrics=functools.partial(acc_camvid, void_code=codes.index('Void')) if 'Void' in codes else None)
 
@@ -134,18 +140,15 @@ class CamvidProblem(Problem):
         mask = predict_mask(learn, item)
         out = _free_name(self.out_dir or Path.cwd(), item.stem)
         Image.fromarray(mask).save(out)
-        return dict(mask=str(out), shares={c: round(float(v), 4) for c, v in class_shares(mask, learn.dls.vocab).items()})
+        return dict(mask=str(out), shares={c: round(float(v), 4) for c, v in class_shares(mask, mask_codes(learn.dls)).items()})
 
     def describe(self, item, pred, top=5):
         shares = ', '.join(f"{c} {v:.0%}" for c, v in list(pred['shares'].items())[:top])
         return f"{item}: mask written to {pred['mask']}; {shares}"
 
-    def count(self, path):
-        return f"{len(get_image_files(Path(path)/'images'))} frames, {len(camvid_codes(path))} classes"
-
 problem = CamvidProblem()
 
-# %% ../../nbs/06_camvid.ipynb #261135a8
+# %% ../../nbs/06_camvid.ipynb #4af6bed5
 def _open(fn):
     "Decode image file `fn` completely, or raise an error naming it."
     try:

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MAX_UPLOAD', 'PAGE', 'TRUST', 'load_export', 'read_image', 'predict_upload', 'LimitBody', 'make_app', 'serve']
 
-# %% ../../nbs/08_serve.ipynb #35d94998
+# %% ../../nbs/08_serve.ipynb #7ebb2ded
 import io, base64, shutil, sys, tempfile, threading, time, warnings
 from pathlib import Path
 from PIL import Image, UnidentifiedImageError
@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 import visioncourse
 
-# %% ../../nbs/08_serve.ipynb #6f974b49
+# %% ../../nbs/08_serve.ipynb #5c7cbfe0
 def load_export(fn):
     "The learner exported by `visioncourse train` at `fn` and its `Problem`; `ValueError` naming `fn` if it is not one."
     from fastai.learner import load_learner, Learner
@@ -36,7 +36,7 @@ def load_export(fn):
     except ValueError as e: raise ValueError(f"{fn}: {e}") from None
     return learn, problem
 
-# %% ../../nbs/08_serve.ipynb #364e2004
+# %% ../../nbs/08_serve.ipynb #b12c4f13
 def read_image(data, name='upload'):
     "The (format, (width, height)) of image bytes `data`, decoded completely; `ValueError` naming `name` if they are not one."
     if not data: raise ValueError(f"{name}: the file is empty")
@@ -49,7 +49,7 @@ def read_image(data, name='upload'):
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{name}: not an image that decodes, truncated or corrupt ({e})") from None
 
-# %% ../../nbs/08_serve.ipynb #cb8e0991
+# %% ../../nbs/08_serve.ipynb #3ad5ab7a
 def _inline(value, folder):
     "`value`, or a `data:` URL of it if it names a file the prediction wrote into `folder`."
     if not isinstance(value, str) or not value: return value
@@ -78,7 +78,7 @@ def predict_upload(learn, problem, data, name='upload', lock=None):
     finally: shutil.rmtree(folder, ignore_errors=True)
     return dict(problem=problem.name, prediction=pred, image=dict(width=size[0], height=size[1]), model_ms=round(ms, 1))
 
-# %% ../../nbs/08_serve.ipynb #cee29e5a
+# %% ../../nbs/08_serve.ipynb #37578d97
 MAX_UPLOAD = 10 * 1024 * 1024   # bytes: the largest image `/predict` accepts
 
 def _error(status, msg): return JSONResponse(dict(error=msg), status_code=status)
@@ -135,7 +135,7 @@ def make_app(learn, problem, model_name='model.pkl', max_bytes=MAX_UPLOAD):
 
     return app
 
-# %% ../../nbs/08_serve.ipynb #48eb5c95
+# %% ../../nbs/08_serve.ipynb #d6679495
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>visioncourse</title>
@@ -268,7 +268,7 @@ drop.addEventListener('drop', e => { e.preventDefault(); drop.classList.remove('
 </body></html>
 """
 
-# %% ../../nbs/08_serve.ipynb #7f2e1997
+# %% ../../nbs/08_serve.ipynb #74ebb2be
 TRUST = ("visioncourse serve: {fn} is a pickle, and loading it runs its code: serve only model files you trust "
          "(uploaded images are only decoded as images, never unpickled)")
 
