@@ -5,19 +5,19 @@
 # %% auto #0
 __all__ = ['ARCHS', 'COMMANDS', 'UsageError', 'check_options', 'resolve_data', 'check_out', 'publish', 'usage', 'main']
 
-# %% ../../nbs/04_cli.ipynb #ca2a28ab
+# %% ../../nbs/04_cli.ipynb #75a80a49
 import os, shutil, sys, tempfile
 from pathlib import Path
 from fastcore.script import anno_parser
 import visioncourse
 from .data import DATASETS, DatasetNotFoundError, dataset_path, layout_problem, count_items
-from .problems import PROBLEMS, get_problem
+from .problems import PROBLEMS
 
-# %% ../../nbs/04_cli.ipynb #854f4d51
+# %% ../../nbs/04_cli.ipynb #f8156505
 class UsageError(Exception):
     "A problem with the command's input, reported to the user as one line."
 
-# %% ../../nbs/04_cli.ipynb #e6f42f59
+# %% ../../nbs/04_cli.ipynb #9c50b14d
 ARCHS = ('resnet18', 'resnet34', 'resnet50')
 
 def check_options(epochs, size, bs, lr, arch, workers=None):
@@ -29,7 +29,7 @@ def check_options(epochs, size, bs, lr, arch, workers=None):
     if lr is not None and not lr > 0: raise UsageError(f"--lr must be positive, got {lr}")
     if arch and arch not in ARCHS: raise UsageError(f"--arch {arch!r} is not one of {', '.join(ARCHS)}")
 
-# %% ../../nbs/04_cli.ipynb #37d3e4bb
+# %% ../../nbs/04_cli.ipynb #cd3df265
 def resolve_data(problem, data=None):
     "The dataset root for `problem`: `data` checked for the right layout, or `dataset_path`."
     name = PROBLEMS[problem]['dataset']
@@ -38,7 +38,7 @@ def resolve_data(problem, data=None):
     if why := layout_problem(name, path): raise UsageError(f"--data {path}: not a {name} dataset: {why}")
     return path
 
-# %% ../../nbs/04_cli.ipynb #f0e42e58
+# %% ../../nbs/04_cli.ipynb #47f88757
 def check_out(out, force):
     "Refuse a non-empty `out` folder unless `force`, or one whose parent folder cannot be made."
     out = Path(out)
@@ -58,7 +58,7 @@ def publish(tmp, out):
     except OSError: old.rename(out); raise
     shutil.rmtree(old.parent)
 
-# %% ../../nbs/04_cli.ipynb #aeb59554
+# %% ../../nbs/04_cli.ipynb #630e33e7
 def train(
     problem:str,           # Which problem (`visioncourse --help` lists them)
     data:str=None,         # Dataset root (default: `dataset_path` of the problem's dataset)
@@ -84,7 +84,7 @@ def train(
     return run_training(problem, path, out, epochs=epochs, size=size, bs=bs, arch=arch, lr=lr, pretrained=pretrained,
                         seed=seed, workers=workers, valid_person=valid_person)
 
-# %% ../../nbs/04_cli.ipynb #2d7c7635
+# %% ../../nbs/04_cli.ipynb #aaf6e545
 def predict(
     model:str,             # A model.pkl written by `visioncourse train` (loading it runs code: only files you trust)
     items:str,             # Files to predict: images, or text files for a text problem
@@ -100,7 +100,7 @@ def predict(
     from visioncourse.training import prediction_lines
     for line in prediction_lines(model, items, text): print(line, flush=True)
 
-# %% ../../nbs/04_cli.ipynb #11b80f2d
+# %% ../../nbs/04_cli.ipynb #6f971e06
 def datasets():
     "List the course's datasets, where each one resolves, how many items it has and which problems use it."
     for name in DATASETS:
@@ -109,7 +109,7 @@ def datasets():
         try: path = dataset_path(name, download=False); print(f"{name:15} {path}  ({count_items(name, path)}){used}")
         except DatasetNotFoundError: print(f"{name:15} not on this machine (put it in data/{name} or $VISIONCOURSE_DATA/{name}){used}")
 
-# %% ../../nbs/04_cli.ipynb #7e2694c8
+# %% ../../nbs/04_cli.ipynb #29ee302d
 def serve(
     model:str,              # A model.pkl written by `visioncourse train` (loading it runs code: only files you trust)
     host:str='127.0.0.1',   # Address to listen on (127.0.0.1: this machine only)
@@ -123,7 +123,7 @@ def serve(
         raise UsageError(f"serve needs {e.name}, which is not available (install the course's requirements)") from None
     serve_model(model, host, port)
 
-# %% ../../nbs/04_cli.ipynb #11277247
+# %% ../../nbs/04_cli.ipynb #036e9e90
 COMMANDS = dict(train=train, predict=predict, datasets=datasets, serve=serve)
 
 def _parser(cmd):

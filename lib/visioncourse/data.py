@@ -7,6 +7,7 @@ __all__ = ['DATASETS', 'check_name', 'layout_problem', 'repo_root', 'local_candi
            'DatasetNotFoundError', 'dataset_path', 'count_items']
 
 # %% ../../nbs/00_data.ipynb #88380f28
+import visioncourse.settings  # first: it quiets a warning torchvision prints when fastai is imported
 import os, socket, warnings
 from pathlib import Path
 

@@ -6,7 +6,7 @@
 __all__ = ['LABELS', 'QUICK', 'BOOK', 'problem', 'imdb_lm_dls', 'awd_config', 'wt103_cached', 'course_text_learner',
            'imdb_clas_dls', 'read_texts_csv', 'imdb_files', 'read_imdb_folders', 'imdb_df', 'fit_ulmfit', 'ImdbProblem']
 
-# %% ../../nbs/07_imdb.ipynb #4bc3b832
+# %% ../../nbs/07_imdb.ipynb #99c43804
 from pathlib import Path
 import pandas as pd
 from fastai.text.all import (DataBlock, TextBlock, CategoryBlock, ColReader, ColSplitter, RandomSplitter,
@@ -16,19 +16,19 @@ from fastai.data.external import fastai_path
 from .data import can_reach
 from .problems import Problem
 
-# %% ../../nbs/07_imdb.ipynb #392766b7
+# %% ../../nbs/07_imdb.ipynb #d7bd3dd4
 def imdb_lm_dls(df, bptt=72, bs=64, max_vocab=60000, min_freq=3, seed=42, **kwargs):
     "Language-model `DataLoaders` on the `text` column of `df`: every review, 10% held out at random."
     tb = TextBlock.from_df('text', is_lm=True, seq_len=bptt, max_vocab=max_vocab, min_freq=min_freq)
     block = DataBlock(blocks=tb, get_x=ColReader('text'), splitter=RandomSplitter(0.1, seed=seed))
     return block.dataloaders(df, bs=bs, seq_len=bptt, **kwargs)
 
-# %% ../../nbs/07_imdb.ipynb #7678b689
+# %% ../../nbs/07_imdb.ipynb #7a361da1
 def awd_config(sizes=None, lm=True):
     "fastai's `AWD_LSTM` configuration (of the language model if `lm`, else of the classifier) with `sizes` changed."
     return {**(awd_lstm_lm_config if lm else awd_lstm_clas_config), **(sizes or {})}
 
-# %% ../../nbs/07_imdb.ipynb #b936094e
+# %% ../../nbs/07_imdb.ipynb #75cff042
 def wt103_cached():
     "Whether fastai's WikiText-103 `AWD_LSTM` weights are already in its `models` folder."
     folder = fastai_path('model')/'wt103-fwd'
@@ -37,7 +37,7 @@ def wt103_cached():
 def _full_size(config):
     return all((config or {}).get(k, v) == v for k, v in awd_lstm_lm_config.items() if k in ('emb_sz', 'n_hid', 'n_layers'))
 
-# %% ../../nbs/07_imdb.ipynb #a7fa4116
+# %% ../../nbs/07_imdb.ipynb #120bf8f7
 def course_text_learner(dls, lm=True, config=None, pretrained=True, **kwargs):
     "An `AWD_LSTM` language model (`lm`) or classifier, with WikiText-103 weights where they can be had, else random weights and one printed line."
     make = language_model_learner if lm else text_classifier_learner
@@ -56,7 +56,7 @@ def course_text_learner(dls, lm=True, config=None, pretrained=True, **kwargs):
         print(f"visioncourse: could not load the WikiText-103 weights ({type(e).__name__}); training from random weights (pretrained=False).")
         return make(dls, AWD_LSTM, config=config, pretrained=False, **kwargs)
 
-# %% ../../nbs/07_imdb.ipynb #335500e4
+# %% ../../nbs/07_imdb.ipynb #5a9a44e8
 def imdb_clas_dls(df, vocab=None, bptt=72, bs=64, **kwargs):
     "Classifier `DataLoaders` on the labelled rows of `df` (`label`, `text`, `is_valid`), with the language model's `vocab`."
     df = df[df.label.notna()]
@@ -65,7 +65,7 @@ def imdb_clas_dls(df, vocab=None, bptt=72, bs=64, **kwargs):
                       splitter=ColSplitter('is_valid'))
     return block.dataloaders(df, bs=bs, seq_len=bptt, **kwargs)
 
-# %% ../../nbs/07_imdb.ipynb #3444789d
+# %% ../../nbs/07_imdb.ipynb #06a78c6c
 LABELS = ('negative', 'positive')
 _COLUMNS = ('label', 'text', 'is_valid')
 _BOOL = {'true': True, 'false': False, '1': True, '0': False}
@@ -92,7 +92,7 @@ def read_texts_csv(fn):
         if not (df.is_valid == flag).any(): raise ValueError(f"{fn}: no {name} reviews (is_valid {flag})")
     return df
 
-# %% ../../nbs/07_imdb.ipynb #8e6e246c
+# %% ../../nbs/07_imdb.ipynb #60c78df2
 def _unsup_folder(path):
     return next((d for d in (path/'unsup', path/'train'/'unsup') if d.is_dir()), None)
 
@@ -129,9 +129,9 @@ def imdb_df(path, unsup=False):
     if (path/'texts.csv').is_file() or not (path/'train').is_dir(): return read_texts_csv(path/'texts.csv')
     return read_imdb_folders(path, unsup=unsup)
 
-# %% ../../nbs/07_imdb.ipynb #93cd8f03
-QUICK = dict(max_vocab=1500, awd=dict(emb_sz=48, n_hid=96, n_layers=3))
-BOOK = dict(max_vocab=60000, awd={})
+# %% ../../nbs/07_imdb.ipynb #956ec9ea
+QUICK = dict(max_vocab=1500, awd=dict(emb_sz=48, n_hid=96, n_layers=3), max_len=4)   # max_len in multiples of bptt
+BOOK = dict(max_vocab=60000, awd={}, max_len=20)
 
 def fit_ulmfit(df, work, bptt=72, bs=64, lr=2e-2, lm_epochs=1, epochs=1, pretrained=True, seed=42, quick=False, **kwargs):
     "ULMFiT on the reviews in `df`: fine-tune a language model, save its encoder in `work`, train a classifier on it; return the classifier."
@@ -147,8 +147,8 @@ def fit_ulmfit(df, work, bptt=72, bs=64, lr=2e-2, lm_epochs=1, epochs=1, pretrai
     lm_loss, lm_acc, lm_ppl = lm.validate()
     lm.save_encoder('finetuned')
     dls = imdb_clas_dls(df, vocab=dls_lm.vocab, bptt=bptt, bs=bs, **kwargs)
-    learn = course_text_learner(dls, lm=False, config=awd_config(opts['awd'], lm=False), pretrained=False,
-                                drop_mult=0.5, metrics=accuracy, path=work)
+    learn = course_text_learner(dls, lm=False, config=awd_config(opts['awd'], lm=False), pretrained=False, seq_len=bptt,
+                                max_len=bptt*opts['max_len'], drop_mult=0.5, metrics=accuracy, path=work)
     learn.load_encoder('finetuned')
     learn.freeze()
     learn.fit_one_cycle(1, lr)
@@ -161,7 +161,7 @@ def fit_ulmfit(df, work, bptt=72, bs=64, lr=2e-2, lm_epochs=1, epochs=1, pretrai
                         awd={k: awd_config(opts['awd'])[k] for k in ('emb_sz', 'n_hid', 'n_layers')})
     return learn
 
-# %% ../../nbs/07_imdb.ipynb #f271713f
+# %% ../../nbs/07_imdb.ipynb #72b9ee4a
 def _short(text, n=60):
     text = ' '.join(str(text).split())
     return text if len(text) <= n else text[:n-3] + '...'

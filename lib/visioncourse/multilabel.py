@@ -9,7 +9,7 @@ __all__ = ['problem', 'get_y', 'image_path', 'get_x_for', 'splitter', 'pascal_vo
            'accuracy_multi_per_class', 'set_threshold', 'arch_fn', 'plot_threshold_sweep', 'PascalProblem',
            'check_train_csv']
 
-# %% ../../nbs/02_multilabel.ipynb #9ccf3fd1
+# %% ../../nbs/02_multilabel.ipynb #1facf98f
 import functools
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -19,7 +19,7 @@ from sklearn.metrics import average_precision_score
 from fastai.vision.all import DataBlock, ImageBlock, MultiCategoryBlock, RandomResizedCrop, PILImage, set_seed
 from .learner import course_learner
 
-# %% ../../nbs/02_multilabel.ipynb #80dcea31
+# %% ../../nbs/02_multilabel.ipynb #5b0d4400
 def get_y(row):
     "The labels of a `train.csv` row, as a list of class names."
     labels = row['labels']
@@ -27,7 +27,7 @@ def get_y(row):
         raise ValueError(f"train.csv row for {row.get('fname', '?')!r} has no labels")
     return labels.split()
 
-# %% ../../nbs/02_multilabel.ipynb #9d7aeaf9
+# %% ../../nbs/02_multilabel.ipynb #888afc05
 def image_path(path, row):
     "The image file of a `train.csv` row: `path/'train'/fname`."
     return Path(path)/'train'/row['fname']
@@ -36,18 +36,18 @@ def get_x_for(path):
     "A picklable `get_x` mapping a `train.csv` row to its image file under dataset root `path`."
     return functools.partial(image_path, Path(path))
 
-# %% ../../nbs/02_multilabel.ipynb #76e3de66
+# %% ../../nbs/02_multilabel.ipynb #9cdaffee
 def splitter(df):
     "Training and validation row positions of a `train.csv` `DataFrame`, from its `is_valid` column."
     valid = df['is_valid'].to_numpy(dtype=bool)
     return np.flatnonzero(~valid).tolist(), np.flatnonzero(valid).tolist()
 
-# %% ../../nbs/02_multilabel.ipynb #519aab15
+# %% ../../nbs/02_multilabel.ipynb #a0b27a25
 def pascal_vocab(df):
     "The sorted class names used in the `labels` column of a `train.csv` `DataFrame`."
     return sorted(set(df['labels'].str.split().explode().dropna()))
 
-# %% ../../nbs/02_multilabel.ipynb #0835a2e5
+# %% ../../nbs/02_multilabel.ipynb #5989bd8c
 def capped_bs(bs, n_train, who):
     "`bs`, or `n_train` (saying so in one printed line) when the `n_train` training items are fewer."
     if bs <= n_train: return bs
@@ -66,7 +66,7 @@ def pascal_dls(path, size=128, min_scale=0.35, bs=64, df=None, **kwargs):
     bs = capped_bs(bs, int((~df['is_valid']).sum()), 'pascal_dls')
     return pascal_block(path, pascal_vocab(df), size, min_scale).dataloaders(df, bs=bs, **kwargs)
 
-# %% ../../nbs/02_multilabel.ipynb #40330d65
+# %% ../../nbs/02_multilabel.ipynb #e227b22a
 def _plain(x):
     "`x` as a plain `torch.Tensor` (fastai's tensor subclasses refuse to mix with each other)."
     return torch.as_tensor(x).as_subclass(Tensor)
@@ -76,14 +76,14 @@ def binary_cross_entropy(inputs, targets):
     inputs, targets = _plain(inputs), _plain(targets)
     return -torch.where(targets==1, F.logsigmoid(inputs), F.logsigmoid(-inputs)).mean()
 
-# %% ../../nbs/02_multilabel.ipynb #57403eab
+# %% ../../nbs/02_multilabel.ipynb #b94a8710
 def accuracy_multi(inp, targ, thresh=0.5, sigmoid=True):
     "Fraction of (item, class) pairs where `inp` (after `sigmoid`) above `thresh` agrees with the 0/1 `targ`."
     inp, targ = _plain(inp), _plain(targ)
     if sigmoid: inp = inp.sigmoid()
     return ((inp>thresh)==targ.bool()).float().mean()
 
-# %% ../../nbs/02_multilabel.ipynb #e587690b
+# %% ../../nbs/02_multilabel.ipynb #cb40d6bd
 def threshold_grid(threshs=None):
     "The thresholds to try: `threshs` as a float tensor, by default the book's `linspace(0.05, 0.95, 29)`."
     return torch.linspace(0.05, 0.95, 29) if threshs is None else torch.as_tensor(threshs, dtype=torch.float)
@@ -93,14 +93,14 @@ def threshold_sweep(preds, targs, threshs=None):
     threshs = threshold_grid(threshs)
     return threshs, torch.stack([accuracy_multi(preds, targs, thresh=t, sigmoid=False) for t in threshs])
 
-# %% ../../nbs/02_multilabel.ipynb #a29dc14f
+# %% ../../nbs/02_multilabel.ipynb #6d01a048
 def best_threshold(preds, targs, threshs=None):
     "The threshold in `threshs` giving the best `accuracy_multi` of probabilities `preds`, and that accuracy."
     threshs, accs = threshold_sweep(preds, targs, threshs)
     i = accs.argmax()
     return threshs[i].item(), accs[i].item()
 
-# %% ../../nbs/02_multilabel.ipynb #e4ccaec5
+# %% ../../nbs/02_multilabel.ipynb #263f7570
 def mean_average_precision(preds, targs):
     "Mean over the classes present in `targs` of scikit-learn's average precision of scores `preds`."
     preds, targs = _plain(preds).float().cpu().numpy(), _plain(targs).cpu().numpy().astype(int)
@@ -108,7 +108,7 @@ def mean_average_precision(preds, targs):
     if not present.any(): raise ValueError("mean_average_precision: no class has a positive target")
     return float(average_precision_score(targs[:, present], preds[:, present], average='macro'))
 
-# %% ../../nbs/02_multilabel.ipynb #52ee0fe3
+# %% ../../nbs/02_multilabel.ipynb #6446a370
 def voc07_ap(scores, targets):
     "PASCAL VOC 2007's 11-point interpolated average precision of one class: `scores` and 0/1 `targets` per image."
     scores, targets = _plain(scores).float().cpu().numpy(), _plain(targets).cpu().numpy() > 0
@@ -125,7 +125,7 @@ def voc07_map(preds, targs):
     if not present: raise ValueError("voc07_map: no class has a positive target")
     return float(np.mean([voc07_ap(preds[:, c], targs[:, c]) for c in present]))
 
-# %% ../../nbs/02_multilabel.ipynb #ec6bfb12
+# %% ../../nbs/02_multilabel.ipynb #204d69fc
 def per_class_thresholds(preds, targs, threshs=None):
     "One threshold per class: the first in `threshs` maximising that class's accuracy on `preds`, `targs`."
     preds, targs = _plain(preds), _plain(targs).bool()
@@ -144,7 +144,7 @@ def accuracy_multi_per_class(preds, targs, threshs):
     "`accuracy_multi` of probabilities `preds` with one threshold per class."
     return (predict_with_thresholds(preds, threshs) == _plain(targs).bool()).float().mean()
 
-# %% ../../nbs/02_multilabel.ipynb #91962630
+# %% ../../nbs/02_multilabel.ipynb #ac0aecad
 def set_threshold(learn, thresh):
     "Make `learn.predict` (and the learner's export) decode with `thresh`: one number, or a tensor with one per class."
     if not hasattr(learn.loss_func, 'thresh'):
@@ -154,7 +154,7 @@ def set_threshold(learn, thresh):
     learn.loss_func.thresh = thresh
     return learn
 
-# %% ../../nbs/02_multilabel.ipynb #ba6cdcd0
+# %% ../../nbs/02_multilabel.ipynb #68f1f3e1
 from .problems import Problem
 
 def arch_fn(arch):
@@ -165,7 +165,7 @@ def arch_fn(arch):
     if not callable(fn) or str(arch).startswith('_'): raise ValueError(f"unknown architecture {arch!r}")
     return fn
 
-# %% ../../nbs/02_multilabel.ipynb #f0a75215
+# %% ../../nbs/02_multilabel.ipynb #3f607ac9
 def plot_threshold_sweep(preds, targs, fn=None):
     "Plot `threshold_sweep` of probabilities `preds`; save it to `fn` (and close it) if given."
     import matplotlib.pyplot as plt
@@ -205,7 +205,7 @@ class PascalProblem(Problem):
 
 problem = PascalProblem()
 
-# %% ../../nbs/02_multilabel.ipynb #6a9743c0
+# %% ../../nbs/02_multilabel.ipynb #9cc22420
 _COLUMNS = ('fname', 'labels', 'is_valid')
 
 def _examples(items, n=3):

@@ -5,11 +5,12 @@
 # %% auto #0
 __all__ = ['PROBLEMS', 'IMAGE_EXTS', 'image_files', 'check_image', 'Problem', 'get_problem', 'available']
 
-# %% ../../nbs/00c_problems.ipynb #122d7b5e
+# %% ../../nbs/00c_problems.ipynb #f60473a0
+import visioncourse.settings  # first: it quiets a warning torchvision prints when a lesson module is imported
 import importlib, importlib.util
 from pathlib import Path
 
-# %% ../../nbs/00c_problems.ipynb #5657eeaf
+# %% ../../nbs/00c_problems.ipynb #d69f6a58
 PROBLEMS = {
     'pets':   dict(module='visioncourse.pets',       dataset='pets',           summary='Pet breeds: 37-way image classification (lesson 1)'),
     'pascal': dict(module='visioncourse.multilabel', dataset='pascal_2007',    summary='PASCAL VOC 2007: multi-label image classification (lesson 2)'),
@@ -19,7 +20,7 @@ PROBLEMS = {
     'imdb':   dict(module='visioncourse.imdb',       dataset='imdb_sample',    summary='IMDB movie reviews: positive or negative text', inputs='text'),
 }
 
-# %% ../../nbs/00c_problems.ipynb #3b50c52a
+# %% ../../nbs/00c_problems.ipynb #9a37e1ac
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
 def image_files(path):
@@ -35,7 +36,7 @@ def check_image(fn):
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{fn}: image does not decode ({e})") from None
 
-# %% ../../nbs/00c_problems.ipynb #f22539e9
+# %% ../../nbs/00c_problems.ipynb #868e7943
 class Problem:
     "One course problem: its dataset and defaults, and how to train on it and predict with it."
     name, dataset, arch, size, summary = '', '', '', 224, ''
@@ -93,7 +94,7 @@ class Problem:
 
     def __repr__(self): return f"{type(self).__name__}({self.name!r}, dataset={self.dataset!r})"
 
-# %% ../../nbs/00c_problems.ipynb #cfd4bd68
+# %% ../../nbs/00c_problems.ipynb #ef42c585
 def get_problem(name):
     "The `Problem` instance named `name`, imported from its lesson module."
     if name not in PROBLEMS:

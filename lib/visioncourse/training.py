@@ -7,9 +7,9 @@ __all__ = ['device_name', 'library_versions', 'EpochLine', 'plain_log', 'use_lin
            'CountBatches', 'save_fig', 'find_lr', 'evaluate_alone', 'write_results', 'problem_options', 'run_training',
            'load_model', 'prediction_lines', 'read_text']
 
-# %% ../../nbs/04a_training.ipynb #d8d00eeb
+# %% ../../nbs/04a_training.ipynb #79a2fc14
 import visioncourse.settings
-import json, os, platform, shutil, sys, tempfile, time, warnings, inspect
+import contextlib, json, os, platform, shutil, sys, tempfile, time, warnings, inspect
 from pathlib import Path
 from fastai.vision.all import *
 from fastai.distributed import *
@@ -18,7 +18,7 @@ import visioncourse
 from .problems import get_problem
 from .cli import UsageError, check_options, publish
 
-# %% ../../nbs/04a_training.ipynb #2aa0a968
+# %% ../../nbs/04a_training.ipynb #ee6eac60
 def device_name():
     "The device training runs on, in words."
     if torch.cuda.is_available(): return f"cuda ({torch.cuda.get_device_name()})"
@@ -30,7 +30,7 @@ def library_versions():
     return dict(visioncourse=visioncourse.__version__, fastai=fastai.__version__, fastcore=fastcore.__version__,
                 torch=torch.__version__, torchvision=torchvision.__version__, python=platform.python_version())
 
-# %% ../../nbs/04a_training.ipynb #73e086ac
+# %% ../../nbs/04a_training.ipynb #d4134172
 class EpochLine(Callback):
     "Print one line per epoch (losses, metrics, time) in place of the progress bar."
     order = 60
@@ -54,7 +54,7 @@ def use_line_log(learn):
     learn.add_cb(EpochLine())
     return learn
 
-# %% ../../nbs/04a_training.ipynb #10d1e6b6
+# %% ../../nbs/04a_training.ipynb #228fab61
 def _broadcast(self, t, rank):
     "Broadcast the list `t` from `rank` to every process: on the GPU for `nccl`, on the CPU for `gloo`."
     t = LongTensor(t)
@@ -67,11 +67,12 @@ def patch_broadcast():
     DistributedDL._broadcast = _broadcast
 
 def train_ctx(learn):
-    "fastai's `distrib_ctx` for `learn`, set up for GPUs or, without them, for several CPU processes."
+    "fastai's `distrib_ctx` for `learn` under a launch of several processes (GPUs, or CPUs with `gloo`); else nothing."
+    if num_distrib() <= 1: return contextlib.nullcontext()  # fastai would wrap even a single process (WORLD_SIZE=1)
     on_cpu = not torch.cuda.is_available()
     return learn.distrib_ctx(sync_bn=not on_cpu, cpu=on_cpu)
 
-# %% ../../nbs/04a_training.ipynb #229bc35c
+# %% ../../nbs/04a_training.ipynb #c7ffe31c
 class CountBatches(Callback):
     "Count the training batches this process runs."
     order = 0
@@ -79,7 +80,7 @@ class CountBatches(Callback):
     def after_batch(self):
         if self.training: self.n += 1
 
-# %% ../../nbs/04a_training.ipynb #631dfba7
+# %% ../../nbs/04a_training.ipynb #adde83fd
 def save_fig(fn):
     "Save the current matplotlib figure to `fn` and close it."
     import matplotlib.pyplot as plt
@@ -96,12 +97,18 @@ def find_lr(learn, out):
     save_fig(out/'lr_find.png')
     return float(lr)
 
-# %% ../../nbs/04a_training.ipynb #206cf750
+# %% ../../nbs/04a_training.ipynb #4350c8e3
+@contextlib.contextmanager
 def evaluate_alone():
-    "Let this process compute metrics without gathering from the (finished) other processes."
+    "Let this process compute metrics without gathering from the (finished) other processes; restore `WORLD_SIZE` after."
+    old = os.environ.get('WORLD_SIZE')
     os.environ['WORLD_SIZE'] = '1'
+    try: yield
+    finally:
+        if old is None: del os.environ['WORLD_SIZE']
+        else: os.environ['WORLD_SIZE'] = old
 
-# %% ../../nbs/04a_training.ipynb #7a7b2a92
+# %% ../../nbs/04a_training.ipynb #d6b94988
 def write_results(problem, learn, out, settings, start):
     "Save `problem`'s plots, the exported model (marked as ours) and `metrics.json` into `out`."
     extra = problem.plots(learn, out)
@@ -116,7 +123,7 @@ def write_results(problem, learn, out, settings, start):
     (out/'metrics.json').write_text(json.dumps(report, indent=2))
     print(f"visioncourse: validation metrics {json.dumps(report['metrics'])}")
 
-# %% ../../nbs/04a_training.ipynb #f36df042
+# %% ../../nbs/04a_training.ipynb #f07fd2ae
 def problem_options(problem, **opts):
     "The options given (not `None`), checked against the parameters of `problem.dls`."
     given = {k: v for k, v in opts.items() if v is not None}
@@ -125,7 +132,7 @@ def problem_options(problem, **opts):
         if k not in params: raise UsageError(f"--{k} does not apply to problem {problem.name}")
     return given
 
-# %% ../../nbs/04a_training.ipynb #5b8c5f13
+# %% ../../nbs/04a_training.ipynb #658aa46d
 def run_training(name, path, out, epochs=1, size=None, bs=64, arch=None, lr=None, pretrained=True, seed=42,
                  workers=None, **opts):
     "Train problem `name` on dataset root `path`, and write the model, metrics and plots into `out`."
@@ -164,15 +171,14 @@ def run_training(name, path, out, epochs=1, size=None, bs=64, arch=None, lr=None
             else: learn.fit_one_cycle(epochs, lr, cbs=counter)
         if num_distrib() > 1: print(f"visioncourse: process {rank_distrib()} of {num_distrib()} trained {counter.n} batches")
         if not rank0: return
-        evaluate_alone()
-        write_results(problem, learn, tmp, dict(settings, lr=float(lr), lr_found=lr_found), start)
+        with evaluate_alone(): write_results(problem, learn, tmp, dict(settings, lr=float(lr), lr_found=lr_found), start)
         publish(tmp, out)
         print(f"visioncourse: wrote {out}/model.pkl, metrics.json and plots")
         return learn
     finally:
         if tmp is not None and tmp.exists(): shutil.rmtree(tmp)
 
-# %% ../../nbs/04a_training.ipynb #9f0702ad
+# %% ../../nbs/04a_training.ipynb #d5f2be25
 def load_model(fn):
     "Load a learner exported by `visioncourse train`, or raise `UsageError` saying why not."
     fn = Path(fn)
@@ -186,7 +192,7 @@ def load_model(fn):
         raise UsageError(f"{fn}: not a visioncourse model export (a pickle, but not from `visioncourse train`)")
     return learn
 
-# %% ../../nbs/04a_training.ipynb #7112b993
+# %% ../../nbs/04a_training.ipynb #eae6a157
 def _excerpt(text, n=40):
     text = ' '.join(text.split())
     return repr(text if len(text) <= n else text[:n-3] + '...')
