@@ -6,7 +6,7 @@
 __all__ = ['problem', 'camvid_codes', 'mask_file', 'camvid_splitter', 'camvid_block', 'camvid_dls', 'acc_camvid',
            'camvid_learner', 'predict_mask', 'class_shares', 'mask_codes', 'CamvidProblem', 'check_camvid']
 
-# %% ../../nbs/06_camvid.ipynb #4db4b8c6
+# %% ../../nbs/06_camvid.ipynb #b45383aa
 import functools
 from pathlib import Path
 import numpy as np, torch
@@ -17,7 +17,7 @@ from .data import can_reach
 from .learner import weights_cached, weights_url, _ensure_normalized
 from .problems import Problem, PROBLEMS
 
-# %% ../../nbs/06_camvid.ipynb #8512a513
+# %% ../../nbs/06_camvid.ipynb #9a90a002
 def camvid_codes(path):
     "The class names of the CamVid dataset at `path`, from `codes.txt` (class number = line number)."
     fn = Path(path)/'codes.txt'
@@ -26,13 +26,13 @@ def camvid_codes(path):
     if not codes: raise ValueError(f"{fn}: no class names")
     return np.array(codes)
 
-# %% ../../nbs/06_camvid.ipynb #841a6ce0
+# %% ../../nbs/06_camvid.ipynb #b6287a6d
 def mask_file(fn):
     "The mask of CamVid frame `fn`: `images/NAME.png` -> `labels/NAME_P.png`."
     fn = Path(fn)
     return fn.parent.parent/'labels'/f'{fn.stem}_P{fn.suffix}'
 
-# %% ../../nbs/06_camvid.ipynb #ab804164
+# %% ../../nbs/06_camvid.ipynb #6211e8a3
 def camvid_splitter(path, valid_pct=0.2, seed=42):
     "`FileSplitter` on `path/'valid.txt'` when there is one (the full CamVid), else a seeded random split."
     valid = Path(path)/'valid.txt'
@@ -53,14 +53,14 @@ def camvid_dls(path, size=(96, 128), bs=8, seed=42, n_items=None, **kwargs):
         fnames = fnames[np.random.default_rng(seed).permutation(len(fnames))[:n_items].tolist()]
     return camvid_block(path, size, seed=seed).dataloaders(fnames, bs=bs, path=path, **kwargs)
 
-# %% ../../nbs/06_camvid.ipynb #8d15bfd1
+# %% ../../nbs/06_camvid.ipynb #e464a0c9
 def acc_camvid(inp, targ, void_code):
     "Pixel accuracy of scores `inp` (batch, classes, h, w) against mask `targ`, over pixels whose target is not `void_code`."
     targ = targ.squeeze(1) if targ.dim() == 4 else targ
     keep = targ != void_code
     return (inp.argmax(dim=1)[keep] == targ[keep]).float().mean()
 
-# %% ../../nbs/06_camvid.ipynb #fdddfee1
+# %% ../../nbs/06_camvid.ipynb #617017f1
 def camvid_learner(dls, arch, pretrained=True, **kwargs):
     "`unet_learner(dls, arch, ...)`, pretrained where the weights can be had, else random weights and one printed line."
     if pretrained and not weights_cached(arch) and not can_reach(weights_url(arch)):
@@ -72,7 +72,7 @@ def camvid_learner(dls, arch, pretrained=True, **kwargs):
     if not pretrained: _ensure_normalized(dls)
     return learn
 
-# %% ../../nbs/06_camvid.ipynb #75b468a0
+# %% ../../nbs/06_camvid.ipynb #4395c9d4
 def predict_mask(learn, fn):
     "The class-number mask `learn` predicts for frame `fn`, as a `uint8` array of the frame's own height and width."
     pred = learn.predict(Path(fn))[0]
@@ -86,7 +86,7 @@ def class_shares(mask, codes):
     order = np.argsort(-counts, kind='stable')
     return {str(codes[i]): counts[i]/counts.sum() for i in order if counts[i] > 0}
 
-# %% ../../nbs/06_camvid.ipynb #28180acb
+# %% ../../nbs/06_camvid.ipynb #7cbc9e23
 def _arch(arch):
     "The architecture function for `arch`, given as a function or as a torchvision name such as 'resnet34'."
     if not isinstance(arch, str): return arch
@@ -148,7 +148,7 @@ class CamvidProblem(Problem):
 
 problem = CamvidProblem()
 
-# %% ../../nbs/06_camvid.ipynb #ba1242a5
+# %% ../../nbs/06_camvid.ipynb #66bbb5ae
 def _open(fn):
     "Decode image file `fn` completely, or raise an error naming it."
     try:

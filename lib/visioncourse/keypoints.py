@@ -7,7 +7,7 @@ __all__ = ['problem', 'img2pose', 'BiwiFormatError', 'read_pose', 'Calibration',
            'depth_to_rgb', 'get_ctr', 'PersonSplitter', 'person_splitter', 'biwi_persons', 'biwi_valid_person',
            'biwi_block', 'biwi_dls', 'to_pixels', 'sigmoid_range', 'pixel_error', 'predict_ctr', 'BiwiProblem']
 
-# %% ../../nbs/03_keypoints.ipynb #57864944
+# %% ../../nbs/03_keypoints.ipynb #9f73e90b
 import functools, re
 from pathlib import Path
 from typing import NamedTuple
@@ -18,7 +18,7 @@ from fastai.vision.all import (DataBlock, ImageBlock, PointBlock, IndexSplitter,
 from .learner import course_learner
 from .multilabel import capped_bs, arch_fn
 
-# %% ../../nbs/03_keypoints.ipynb #a2cddebe
+# %% ../../nbs/03_keypoints.ipynb #2d4b5e79
 def img2pose(path):
     "The pose file of the BIWI colour frame `path`: `frame_XXXXX_rgb.jpg` -> `frame_XXXXX_pose.txt`, same folder."
     path = Path(path)
@@ -26,7 +26,7 @@ def img2pose(path):
         raise ValueError(f"{path}: not a BIWI colour frame (expected a name like frame_00003_rgb.jpg)")
     return path.with_name(path.name[:-len('rgb.jpg')] + 'pose.txt')
 
-# %% ../../nbs/03_keypoints.ipynb #1ab7ff5b
+# %% ../../nbs/03_keypoints.ipynb #6500e579
 class BiwiFormatError(ValueError):
     "A BIWI calibration or pose file that does not hold the numbers it should."
 
@@ -51,7 +51,7 @@ def _block(blocks, i, shape, name, path):
     a.flags.writeable = False
     return a
 
-# %% ../../nbs/03_keypoints.ipynb #83057938
+# %% ../../nbs/03_keypoints.ipynb #467c1a90
 def read_pose(pose_path, rotation=False):
     "The head centre (x, y, z) in mm of the BIWI pose file `pose_path`; `(rotation, centre)` if `rotation`."
     blocks = _read_blocks(pose_path, 'BIWI pose')
@@ -85,7 +85,7 @@ def read_calibration(person_folder):
     "The colour camera's `Calibration` of one BIWI person folder (its `rgb.cal`)."
     return read_rgb_cal(Path(person_folder)/'rgb.cal')
 
-# %% ../../nbs/03_keypoints.ipynb #8d01be44
+# %% ../../nbs/03_keypoints.ipynb #f5fdcc8c
 def project(p, K):
     "Pixel (u, v) of the 3D point `p` (camera coordinates, mm) for a pinhole camera with intrinsics `K`."
     return (p[0] * K[0, 0] / p[2] + K[0, 2], p[1] * K[1, 1] / p[2] + K[1, 2])
@@ -102,7 +102,7 @@ def get_ctr(img_path, extrinsics=False):
     if extrinsics: ctr = depth_to_rgb(ctr, R, t)
     return torch.tensor(project(ctr, K), dtype=torch.float32)
 
-# %% ../../nbs/03_keypoints.ipynb #093e4ebf
+# %% ../../nbs/03_keypoints.ipynb #e1758c51
 class PersonSplitter:
     "Split BIWI frames by person: the frames in folder `valid_person` form the validation set."
     def __init__(self, valid_person='13'):
@@ -137,7 +137,7 @@ def biwi_valid_person(path, valid_person=None):
     if not persons: raise ValueError(f"{path}: no numbered person folders (01, 02, ...) in this BIWI dataset")
     return '13' if '13' in persons else persons[-1]
 
-# %% ../../nbs/03_keypoints.ipynb #6dc13d40
+# %% ../../nbs/03_keypoints.ipynb #2a270fd1
 def biwi_block(size=(240, 320), valid_person='13', extrinsics=False):
     "The book's BIWI `DataBlock`: images, head centres from `get_ctr`, person `valid_person` held out."
     return DataBlock(blocks=(ImageBlock, PointBlock), get_items=get_image_files,
@@ -145,7 +145,7 @@ def biwi_block(size=(240, 320), valid_person='13', extrinsics=False):
                      splitter=person_splitter(valid_person),
                      batch_tfms=[*aug_transforms(size=size), Normalize.from_stats(*imagenet_stats)])
 
-# %% ../../nbs/03_keypoints.ipynb #095169e4
+# %% ../../nbs/03_keypoints.ipynb #a958812e
 def biwi_dls(path, size=(240, 320), valid_person=None, bs=64, extrinsics=False, **kwargs):
     "`DataLoaders` for the BIWI dataset at `path`, holding out `biwi_valid_person(path, valid_person)`."
     if not Path(path).is_dir(): raise FileNotFoundError(f"BIWI dataset folder not found: {path}")
@@ -154,30 +154,30 @@ def biwi_dls(path, size=(240, 320), valid_person=None, bs=64, extrinsics=False, 
     bs = capped_bs(bs, len(dsets.train), 'biwi_dls')
     return dsets.dataloaders(bs=bs, after_item=block.item_tfms, after_batch=block.batch_tfms, **kwargs)
 
-# %% ../../nbs/03_keypoints.ipynb #db579ad5
+# %% ../../nbs/03_keypoints.ipynb #e96531f3
 def to_pixels(p, img_size=(640, 480)):
     "Points `p` in fastai's [-1, 1] coordinates as pixels of an image of `img_size` (width, height), shape (n, 2)."
     p = torch.as_tensor(p).as_subclass(Tensor).float().reshape(-1, 2)
     return (p + 1) / 2 * torch.tensor(img_size, dtype=torch.float32, device=p.device)
 
-# %% ../../nbs/03_keypoints.ipynb #2390b670
+# %% ../../nbs/03_keypoints.ipynb #c7286854
 def sigmoid_range(x, lo, hi):
     "Sigmoid of `x` scaled to the range (`lo`, `hi`)."
     return torch.sigmoid(x) * (hi - lo) + lo
 
-# %% ../../nbs/03_keypoints.ipynb #83e0e421
+# %% ../../nbs/03_keypoints.ipynb #d1d420b6
 def pixel_error(inp, targ, img_size=(640, 480)):
     "Mean distance in pixels of an `img_size` (width, height) image between points `inp` and `targ` in [-1, 1]."
     return (to_pixels(inp, img_size) - to_pixels(targ, img_size)).norm(dim=-1).mean()
 
-# %% ../../nbs/03_keypoints.ipynb #e6403183
+# %% ../../nbs/03_keypoints.ipynb #371a8c94
 def predict_ctr(learn, img_path):
     "The head centre that `learn` predicts for the image at `img_path`, `tensor([x, y])` in pixels of that image."
     img = PILImage.create(img_path)
     _, _, raw = learn.predict(img)
     return to_pixels(raw.cpu(), img.size)[0]
 
-# %% ../../nbs/03_keypoints.ipynb #dd730c28
+# %% ../../nbs/03_keypoints.ipynb #fb39f5d2
 from .problems import Problem
 
 class BiwiProblem(Problem):

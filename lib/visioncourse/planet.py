@@ -7,7 +7,7 @@ __all__ = ['problem', 'planet_image', 'get_x_for', 'planet_tags', 'planet_vocab'
            'fbeta_samples', 'planet_metrics', 'fbeta_sweep', 'best_fbeta_threshold', 'PlanetProblem',
            'check_labels_csv']
 
-# %% ../../nbs/05_planet.ipynb #763e0039
+# %% ../../nbs/05_planet.ipynb #170c435f
 import functools
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -20,7 +20,7 @@ from .multilabel import accuracy_multi, threshold_grid, threshold_sweep, set_thr
 from .learner import course_learner
 from .problems import Problem, PROBLEMS
 
-# %% ../../nbs/05_planet.ipynb #f792a2c4
+# %% ../../nbs/05_planet.ipynb #eefc209c
 def planet_image(path, row):
     "The image file of a `labels.csv` row: `path/'train'/(image_name + '.jpg')`."
     return Path(path)/'train'/f"{row['image_name']}.jpg"
@@ -36,17 +36,17 @@ def planet_tags(row):
         raise ValueError(f"labels.csv: no tags for {row.get('image_name', '?')!r}")
     return tags.split()
 
-# %% ../../nbs/05_planet.ipynb #b62a2246
+# %% ../../nbs/05_planet.ipynb #9aa8bc07
 def planet_vocab(df):
     "The sorted tags used in the `tags` column of a `labels.csv` `DataFrame`."
     return sorted(set(df['tags'].str.split().explode().dropna()))
 
-# %% ../../nbs/05_planet.ipynb #8061177c
+# %% ../../nbs/05_planet.ipynb #c2d25cea
 def planet_tfms(size):
     "The lesson's batch augmentation for satellite chips, resizing to `size`."
     return aug_transforms(size=size, flip_vert=True, max_lighting=0.1, max_zoom=1.05, max_warp=0.)
 
-# %% ../../nbs/05_planet.ipynb #6b8b8c1e
+# %% ../../nbs/05_planet.ipynb #cf035dcc
 def planet_block(path, size=128, vocab=None, seed=42, valid_pct=0.2):
     "The lesson's `DataBlock` for Planet chips under `path`: tags from `labels.csv`, a seeded random split."
     return DataBlock(blocks=(ImageBlock, MultiCategoryBlock(vocab=vocab)), get_x=get_x_for(path), get_y=planet_tags,
@@ -60,7 +60,7 @@ def planet_dls(path, size=128, bs=64, seed=42, n_items=None, **kwargs):
     if n_items is not None and n_items < len(df): df = df.sample(n_items, random_state=seed).reset_index(drop=True)
     return planet_block(path, size, vocab, seed).dataloaders(df, bs=bs, path=path, **kwargs)
 
-# %% ../../nbs/05_planet.ipynb #437a2afe
+# %% ../../nbs/05_planet.ipynb #e278c232
 def fbeta_samples(beta=2, thresh=0.2):
     "F-beta of multi-label activations averaged over images, as Kaggle scored Planet, as a fastai metric."
     return skm_to_fastai(fbeta_score, thresh=thresh, activation=ActivationType.Sigmoid, flatten=False,
@@ -70,7 +70,7 @@ def planet_metrics(thresh=0.2):
     "The lesson's metrics at threshold `thresh`: `accuracy_multi` and F2."
     return [functools.partial(accuracy_multi, thresh=thresh), fbeta_samples(2, thresh)]
 
-# %% ../../nbs/05_planet.ipynb #2eb569ce
+# %% ../../nbs/05_planet.ipynb #061fce70
 def fbeta_sweep(preds, targs, threshs=None, beta=2):
     "The grid of thresholds (as in `threshold_sweep`) and the F-beta of probabilities `preds` at each one."
     threshs = threshold_grid(threshs)
@@ -84,7 +84,7 @@ def best_fbeta_threshold(preds, targs, threshs=None, beta=2):
     i = f.argmax()
     return threshs[i].item(), f[i].item()
 
-# %% ../../nbs/05_planet.ipynb #1a364a9e
+# %% ../../nbs/05_planet.ipynb #837f7761
 def _arch(arch):
     "The architecture function for `arch`, given as a function or as a torchvision name such as 'resnet34'."
     if not isinstance(arch, str): return arch
@@ -148,7 +148,7 @@ class PlanetProblem(Problem):
 
 problem = PlanetProblem()
 
-# %% ../../nbs/05_planet.ipynb #8668c7ee
+# %% ../../nbs/05_planet.ipynb #0663a15b
 _COLUMNS = ('image_name', 'tags')
 
 def _first(items, n=3):
