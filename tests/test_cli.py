@@ -262,8 +262,9 @@ def test_imdb_predict_text(cli, tmp_path):
     rows = list(csv.reader(open(src, newline='', encoding='utf-8')))
     data = tmp_path/'imdb_sample'; data.mkdir()
     with open(data/'texts.csv', 'w', newline='', encoding='utf-8') as f:
-        csv.writer(f).writerows(rows[:1] + [r[:1] + [' '.join(r[1].split()[:40])] + r[2:] for r in rows[1:61]])
-    res = cli('train', 'imdb', '--epochs', '1', '--bs', '8', '--no-pretrained', '--data', data, '--out', tmp_path/'run')
+        keep = [r for r in rows[1:] if r[2] == 'False'][:40] + [r for r in rows[1:] if r[2] == 'True'][:20]
+        csv.writer(f).writerows(rows[:1] + [r[:1] + [' '.join(r[1].split()[:40])] + r[2:] for r in keep])
+    res = cli('train', 'imdb', '--epochs', '1', '--bs', '8', '--lr', '1e-2', '--no-pretrained', '--data', data, '--out', tmp_path/'run')
     assert res.returncode == 0, res.stderr[-3000:]
     res = cli('predict', tmp_path/'run'/'model.pkl', '--text', 'A wonderful, moving film.')
     assert res.returncode == 0 and res.stdout.startswith("'A wonderful, moving film.': "), res

@@ -109,6 +109,11 @@ def evaluate_alone():
         else: os.environ['WORLD_SIZE'] = old
 
 # %% ../../nbs/04a_training.ipynb #d6b94988
+def _jsonable(v):
+    "`v` as a float, or a list for a tensor or an array of several values (per-class thresholds)."
+    if hasattr(v, 'tolist'): v = v.tolist()
+    return float(v) if isinstance(v, (int, float)) else v
+
 def write_results(problem, learn, out, settings, start):
     "Save `problem`'s plots, the exported model (marked as ours) and `metrics.json` into `out`."
     extra = problem.plots(learn, out)
@@ -118,7 +123,7 @@ def write_results(problem, learn, out, settings, start):
     if learn.cbs.filter(lambda c: isinstance(c, EpochLine)):  # the exported learner shows fastai's usual bar wherever it is loaded
         learn.remove_cb(EpochLine); learn.add_cb(ProgressCallback())
     learn.export(out/'model.pkl')
-    report = dict(problem=problem.name, metrics={**dict(zip(names, map(float, values))), **{k: float(v) for k, v in extra.items()}},
+    report = dict(problem=problem.name, metrics={**dict(zip(names, map(float, values))), **{k: _jsonable(v) for k, v in extra.items()}},
                   settings=settings, device=device_name(), versions=library_versions(), wall_time_s=round(time.time()-start, 1))
     (out/'metrics.json').write_text(json.dumps(report, indent=2))
     print(f"visioncourse: validation metrics {json.dumps(report['metrics'])}")
@@ -138,9 +143,9 @@ def run_training(name, path, out, epochs=1, size=None, bs=64, arch=None, lr=None
     "Train problem `name` on dataset root `path`, and write the model, metrics and plots into `out`."
     import matplotlib; matplotlib.use('Agg')
     problem = get_problem(name)
-    if arch and not problem.arch: raise UsageError(f"--arch does not apply to problem {name}")
+    if arch and problem.inputs != 'image': raise UsageError(f"--arch does not apply to problem {name}")
     arch, size = arch or problem.arch, problem.size if size is None else size
-    check_options(epochs, size, bs, lr, arch, workers)
+    check_options(epochs, size, bs, lr, None, workers)  # a given --arch was checked by the command line
     opts = problem_options(problem, **opts)
     rank0 = rank_distrib() == 0
     files = problem.check(path)
@@ -163,7 +168,7 @@ def run_training(name, path, out, epochs=1, size=None, bs=64, arch=None, lr=None
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent)) if rank0 else None
     try:
         if rank0 and problem.inputs == 'image': dls.show_batch(max_n=6); save_fig(tmp/'show_batch.png')
-        lr_found = find_lr(learn, tmp)
+        lr_found = None if lr else find_lr(learn, tmp)  # a rate given with --lr needs no finder
         lr = lr or lr_found or 2e-3
         counter = CountBatches()
         with train_ctx(learn):
