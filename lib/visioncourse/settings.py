@@ -4,14 +4,14 @@
 
 # %% auto #0
 __all__ = ['NO_GPU', 'SKIPPED', 'has_cuda', 'env_flag', 'quick_run', 'rehearsing', 'gpu_settings', 'is_gpu_cell',
-           'gpu_cell_transformer', 'enable_gpu_cells', 'Settings', 'finder_iters']
+           'gpu_cell_transformer', 'enable_gpu_cells', 'quiet_console_bars', 'Settings', 'finder_iters']
 
-# %% ../../nbs/00b_settings.ipynb #bf31f071
+# %% ../../nbs/00b_settings.ipynb #036d208d
 import os, warnings
 from types import SimpleNamespace
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 
-# %% ../../nbs/00b_settings.ipynb #19f07f90
+# %% ../../nbs/00b_settings.ipynb #61144ab7
 def has_cuda():
     "Whether PyTorch sees a CUDA GPU."
     import torch
@@ -23,7 +23,7 @@ def env_flag(name):
     if not value: return None
     return value not in ('0', 'false', 'no', 'off')
 
-# %% ../../nbs/00b_settings.ipynb #de8c31bc
+# %% ../../nbs/00b_settings.ipynb #921d7f79
 def quick_run(quick=None):
     "Whether to use quick settings: `quick` if given, else `VISIONCOURSE_QUICK`, else yes under `nbdev_test` or without a GPU."
     if quick is not None: return bool(quick)
@@ -32,7 +32,7 @@ def quick_run(quick=None):
     if os.environ.get('IN_TEST'): return True
     return not has_cuda()
 
-# %% ../../nbs/00b_settings.ipynb #9335f050
+# %% ../../nbs/00b_settings.ipynb #d8da3155
 def rehearsing():
     "Whether GPU cells run on the CPU at quick sizes (`VISIONCOURSE_REHEARSAL=1`)."
     return bool(env_flag('VISIONCOURSE_REHEARSAL'))
@@ -40,7 +40,7 @@ def rehearsing():
 NO_GPU = ("this GPU cell (#| cuda) needs a CUDA GPU and PyTorch sees none; "
           "set VISIONCOURSE_REHEARSAL=1 to rehearse the GPU cells on the CPU at quick sizes (make test does)")
 
-# %% ../../nbs/00b_settings.ipynb #29ece051
+# %% ../../nbs/00b_settings.ipynb #e0e5814a
 def gpu_settings(quick, book):
     "The settings GPU cells use: `book` on a CUDA GPU, `quick` (and the CPU) in a rehearsal; an error otherwise."
     import torch
@@ -48,7 +48,7 @@ def gpu_settings(quick, book):
     if rehearsing(): return SimpleNamespace(**quick, device=torch.device('cpu'), rehearsal=True)
     raise RuntimeError(NO_GPU)
 
-# %% ../../nbs/00b_settings.ipynb #0dea94e0
+# %% ../../nbs/00b_settings.ipynb #1ef6989d
 def is_gpu_cell(lines):
     "Whether the cell made of `lines` carries the `#| cuda` flag in its leading comments."
     for line in lines:
@@ -65,7 +65,7 @@ def gpu_cell_transformer(lines):
     if not is_gpu_cell(lines) or has_cuda() or rehearsing(): return lines
     return [f"print({SKIPPED!r})\n"]
 
-# %% ../../nbs/00b_settings.ipynb #a768be4b
+# %% ../../nbs/00b_settings.ipynb #c00a0cf1
 def enable_gpu_cells():
     "Install `gpu_cell_transformer` in the running IPython (once); does nothing outside IPython."
     try: from IPython import get_ipython
@@ -75,7 +75,29 @@ def enable_gpu_cells():
     transformers = shell.input_transformers_cleanup
     if gpu_cell_transformer not in transformers: transformers.append(gpu_cell_transformer)
 
-# %% ../../nbs/00b_settings.ipynb #8dd66eab
+# %% ../../nbs/00b_settings.ipynb #93c228df
+def quiet_console_bars():
+    "Outside Jupyter, make fastai's training print one line of results per epoch instead of text progress bars."
+    import sys, fastprogress.fastprogress as fp, fastai.callback.progress
+    if fp.IN_NOTEBOOK: return
+    class QuietBar(fp.ProgressBar):
+        "A progress bar that shows nothing."
+        def on_iter_begin(self): pass
+        def on_update(self, val, text): pass
+        def on_iter_end(self): pass
+    class QuietMasterBar(fp.ConsoleMasterBar):
+        "fastprogress's console master bar without its bars: only the table of results."
+        def __init__(self, gen, total=None, **kwargs):
+            fp.MasterBar.__init__(self, gen, QuietBar, total)
+            self.total_time = False
+        def add_child(self, child): pass
+    swap = {'progress_bar': (fp.progress_bar, QuietBar), 'master_bar': (fp.master_bar, QuietMasterBar)}
+    for module in list(sys.modules.values()):   # fastprogress itself, and every module that imported its bars
+        names = vars(module) if hasattr(module, '__dict__') else {}
+        for name, (old, new) in swap.items():
+            if names.get(name) is old: setattr(module, name, new)
+
+# %% ../../nbs/00b_settings.ipynb #dd8df623
 class Settings(SimpleNamespace):
     "A lesson's sizes: `quick` or `book` values by `quick_run`, with a rough time in minutes for each."
     def __init__(self, quick, book, minutes=None, force_quick=None):
@@ -84,6 +106,7 @@ class Settings(SimpleNamespace):
         self.mode, self.gpu_present = 'quick' if self.is_quick else 'book', has_cuda()
         self._minutes = minutes or {}
         enable_gpu_cells()
+        quiet_console_bars()
 
     def device_name(self):
         "The device training runs on, in words."
@@ -108,7 +131,7 @@ class Settings(SimpleNamespace):
                 f"to switch: quick={not self.is_quick} in this cell, or VISIONCOURSE_QUICK={0 if self.is_quick else 1} "
                 f"before starting Jupyter ({other} settings)")
 
-# %% ../../nbs/00b_settings.ipynb #3af08996
+# %% ../../nbs/00b_settings.ipynb #369467f0
 def finder_iters(n_batches, passes=3, least=20, most=100):
     "Iterations for `lr_find` on `n_batches` training batches per epoch: `passes` epochs, within [least, most]."
     return max(least, min(most, passes*n_batches))
