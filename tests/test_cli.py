@@ -249,7 +249,7 @@ def text_problem(monkeypatch):
 def test_predict_text_and_text_files(cli, text_problem, tmp_path):
     model = tmp_path/'model.pkl'; model.write_bytes(b'x')
     res = cli('predict', model, '--text', 'A truly wonderful film')
-    assert res.returncode == 0 and res.stdout == "'A truly wonderful film': 4 words\n", res
+    assert res.returncode == 0 and res.stdout == "A truly wonderful film: 4 words\n", res
     review = tmp_path/'review.txt'; review.write_text('Dull and\nlong.')
     assert cli('predict', model, review).stdout == f"{review}: 3 words\n"
     latin1 = tmp_path/'latin1.txt'; latin1.write_bytes('café'.encode('latin-1'))
@@ -267,7 +267,7 @@ def test_imdb_predict_text(cli, tmp_path):
     res = cli('train', 'imdb', '--epochs', '1', '--bs', '8', '--lr', '1e-2', '--no-pretrained', '--data', data, '--out', tmp_path/'run')
     assert res.returncode == 0, res.stderr[-3000:]
     res = cli('predict', tmp_path/'run'/'model.pkl', '--text', 'A wonderful, moving film.')
-    assert res.returncode == 0 and res.stdout.startswith("'A wonderful, moving film.': "), res
+    assert res.returncode == 0 and 'A wonderful, moving film.' in res.stdout.split(': ')[0], res
 
 # --- serve ---
 

@@ -6,7 +6,7 @@ import numpy as np, pandas as pd, pytest, torch
 from sklearn.metrics import fbeta_score
 from fastai.torch_core import to_detach
 from visioncourse.data import dataset_path
-from visioncourse.planet import (planet_tags, get_x_for, planet_vocab, planet_dls, fbeta_samples, planet_metrics,
+from visioncourse.planet import (planet_tags, planet_get_x, planet_vocab, planet_dls, fbeta_samples, planet_metrics,
     fbeta_sweep, best_fbeta_threshold, check_labels_csv, problem, PlanetProblem)
 
 PLANET = dataset_path('planet_sample')
@@ -36,7 +36,7 @@ def test_tags_and_vocab(df):
     assert len(vocab) == 17 and vocab == sorted(vocab) and 'artisinal_mine' in vocab
 
 def test_get_x_pickles(df):
-    get_x = pickle.loads(pickle.dumps(get_x_for(PLANET)))
+    get_x = pickle.loads(pickle.dumps(planet_get_x(PLANET)))
     assert get_x(df.iloc[0]) == PLANET/'train'/f'{df.image_name[0]}.jpg'
 
 def test_dls_subset_split_and_rgb(df):

@@ -16,6 +16,26 @@ def flags_of(cell):
     "The `#| name` directives of a code cell's first lines."
     return {m.group(1) for m in re.finditer(r'^#\|\s*([\w-]+)', cell.source, flags=re.M)}
 
+def shrink_png(b64, max_width=560, colours=192):
+    "A base64 PNG scaled down to `max_width` pixels wide and reduced to `colours` colours, if that makes it smaller."
+    import base64, io
+    from PIL import Image
+    im = Image.open(io.BytesIO(base64.b64decode(b64)))
+    if im.width > max_width: im = im.resize((max_width, round(im.height*max_width/im.width)), Image.LANCZOS)
+    im = im.convert('RGB').quantize(colours)
+    out = io.BytesIO(); im.save(out, format='PNG', optimize=True)
+    small = base64.b64encode(out.getvalue()).decode()
+    return small if len(small) < len(b64) else b64
+
+def shrink_figures(nb):
+    "Keep the committed notebook light: every PNG output at most 560 px wide, in a small palette."
+    for cell in nb.cells:
+        for o in cell.get('outputs', []):
+            data = o.get('data', {})
+            if 'image/png' in data:
+                png = data['image/png']
+                data['image/png'] = shrink_png(png if isinstance(png, str) else ''.join(png))
+
 def execute(path, run_flags):
     skip = set(get_config().tst_flags.split()) - {'cuda'} - set(run_flags)
     nb = read_nb(path)
@@ -26,6 +46,7 @@ def execute(path, run_flags):
     os.chdir(Path(path).parent)
     try: shell.run_all(nb, exc_stop=True, preproc=_skip)
     finally: os.chdir(cwd)
+    shrink_figures(nb)
     write_nb(nb, path)
     print(f'{path}: executed in {time.time()-start:.0f} s')
 

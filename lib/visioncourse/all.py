@@ -5,14 +5,22 @@
 # %% auto #0
 __all__ = []
 
-# %% ../../nbs/99_all.ipynb #6de90e64
-from . import data, learner, pets, multilabel, keypoints, cli
+# %% ../../nbs/99_all.ipynb #4c0fe7d6
+import importlib
+from .settings import *
 from .data import *
+from .problems import *
 from .learner import *
 from .pets import *
 from .multilabel import *
 from .keypoints import *
+from .training import *
 from .cli import *
+from .planet import *
+from .camvid import *
+from .imdb import *
+from .serve import *
 
-_modules = [data, learner, pets, multilabel, keypoints, cli]
-__all__ = [name for m in _modules for name in m.__all__]
+_names = 'settings data problems learner pets multilabel keypoints training cli planet camvid imdb serve'.split()
+_modules = [importlib.import_module(f'visioncourse.{name}') for name in _names]   # `serve` is also a function
+__all__ = [name for m in _modules for name in m.__all__ if name != 'problem']

@@ -200,7 +200,7 @@ def load_model(fn):
 # %% ../../nbs/04a_training.ipynb #eae6a157
 def _excerpt(text, n=40):
     text = ' '.join(text.split())
-    return repr(text if len(text) <= n else text[:n-3] + '...')
+    return text if len(text) <= n else text[:n-3] + '...'
 
 def prediction_lines(model, items=(), text=None):
     "One line per input describing the prediction of the model in file `model`."
