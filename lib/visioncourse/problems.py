@@ -12,12 +12,12 @@ from pathlib import Path
 
 # %% ../../nbs/00c_problems.ipynb #d69f6a58
 PROBLEMS = {
-    'pets':   dict(module='visioncourse.pets',       dataset='pets',           summary='Pet breeds: 37-way image classification (lesson 1)'),
-    'pascal': dict(module='visioncourse.multilabel', dataset='pascal_2007',    summary='PASCAL VOC 2007: multi-label image classification (lesson 2)'),
-    'biwi':   dict(module='visioncourse.keypoints',  dataset='biwi_head_pose', summary='BIWI head pose: head-centre regression (lesson 3)'),
-    'planet': dict(module='visioncourse.planet',     dataset='planet_sample',  summary='Planet satellite chips: multi-label tags'),
-    'camvid': dict(module='visioncourse.camvid',     dataset='camvid_tiny',    summary='CamVid street scenes: per-pixel segmentation'),
-    'imdb':   dict(module='visioncourse.imdb',       dataset='imdb_sample',    summary='IMDB movie reviews: positive or negative text', inputs='text'),
+    'pets':   dict(module='visioncourse.pets',       dataset='pets',           summary='Pet breeds: 37-way image classification (notebook 01, book chapter 5)'),
+    'pascal': dict(module='visioncourse.multilabel', dataset='pascal_2007',    summary='PASCAL VOC 2007: multi-label image classification (notebook 02, chapter 6)'),
+    'biwi':   dict(module='visioncourse.keypoints',  dataset='biwi_head_pose', summary='BIWI head pose: head-centre regression (notebook 03, chapter 6)'),
+    'planet': dict(module='visioncourse.planet',     dataset='planet_sample',  summary='Planet satellite chips: multi-label tags (notebook 05, lesson 3)'),
+    'camvid': dict(module='visioncourse.camvid',     dataset='camvid_tiny',    summary='CamVid street scenes: per-pixel segmentation (notebook 06, lesson 3)'),
+    'imdb':   dict(module='visioncourse.imdb',       dataset='imdb_sample',    summary='IMDB movie reviews: positive or negative, ULMFiT (notebook 07, lesson 3)', inputs='text'),
 }
 
 # %% ../../nbs/00c_problems.ipynb #9a37e1ac

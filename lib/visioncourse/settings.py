@@ -6,12 +6,12 @@
 __all__ = ['NO_GPU', 'SKIPPED', 'has_cuda', 'env_flag', 'quick_run', 'rehearsing', 'gpu_settings', 'is_gpu_cell',
            'gpu_cell_transformer', 'enable_gpu_cells', 'quiet_console_bars', 'Settings', 'finder_iters']
 
-# %% ../../nbs/00b_settings.ipynb #01aa75e2
+# %% ../../nbs/00b_settings.ipynb #63f2640c
 import os, warnings
 from types import SimpleNamespace
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 
-# %% ../../nbs/00b_settings.ipynb #a5abbbea
+# %% ../../nbs/00b_settings.ipynb #e0eb8537
 def has_cuda():
     "Whether PyTorch sees a CUDA GPU."
     import torch
@@ -23,7 +23,7 @@ def env_flag(name):
     if not value: return None
     return value not in ('0', 'false', 'no', 'off')
 
-# %% ../../nbs/00b_settings.ipynb #998c407f
+# %% ../../nbs/00b_settings.ipynb #ab060f64
 def quick_run(quick=None):
     "Whether to use quick settings: `quick` if given, else `VISIONCOURSE_QUICK`, else yes under `nbdev_test` or without a GPU."
     if quick is not None: return bool(quick)
@@ -32,7 +32,7 @@ def quick_run(quick=None):
     if os.environ.get('IN_TEST'): return True
     return not has_cuda()
 
-# %% ../../nbs/00b_settings.ipynb #d0453a57
+# %% ../../nbs/00b_settings.ipynb #539b76f0
 def rehearsing():
     "Whether GPU cells run on the CPU at quick sizes (`VISIONCOURSE_REHEARSAL=1`)."
     return bool(env_flag('VISIONCOURSE_REHEARSAL'))
@@ -40,7 +40,7 @@ def rehearsing():
 NO_GPU = ("this GPU cell (#| cuda) needs a CUDA GPU and PyTorch sees none; "
           "set VISIONCOURSE_REHEARSAL=1 to rehearse the GPU cells on the CPU at quick sizes (make test does)")
 
-# %% ../../nbs/00b_settings.ipynb #fd04d07e
+# %% ../../nbs/00b_settings.ipynb #b65284d9
 def gpu_settings(quick, book):
     "The settings GPU cells use: `book` on a CUDA GPU, `quick` (and the CPU) in a rehearsal; an error otherwise."
     import torch
@@ -48,7 +48,7 @@ def gpu_settings(quick, book):
     if rehearsing(): return SimpleNamespace(**quick, device=torch.device('cpu'), rehearsal=True)
     raise RuntimeError(NO_GPU)
 
-# %% ../../nbs/00b_settings.ipynb #a54847c0
+# %% ../../nbs/00b_settings.ipynb #acc13fc1
 def is_gpu_cell(lines):
     "Whether the cell made of `lines` carries the `#| cuda` flag in its leading comments."
     for line in lines:
@@ -65,7 +65,7 @@ def gpu_cell_transformer(lines):
     if not is_gpu_cell(lines) or has_cuda() or rehearsing(): return lines
     return [f"print({SKIPPED!r})\n"]
 
-# %% ../../nbs/00b_settings.ipynb #4e4193a5
+# %% ../../nbs/00b_settings.ipynb #6641dd74
 def enable_gpu_cells():
     "Install `gpu_cell_transformer` in the running IPython (once); does nothing outside IPython."
     try: from IPython import get_ipython
@@ -75,7 +75,7 @@ def enable_gpu_cells():
     transformers = shell.input_transformers_cleanup
     if gpu_cell_transformer not in transformers: transformers.append(gpu_cell_transformer)
 
-# %% ../../nbs/00b_settings.ipynb #d738e537
+# %% ../../nbs/00b_settings.ipynb #1ddc181c
 def quiet_console_bars():
     "Outside Jupyter, make fastai's training print one line of results per epoch instead of text progress bars."
     import sys, fastprogress.fastprogress as fp, fastai.callback.progress
@@ -97,7 +97,7 @@ def quiet_console_bars():
         for name, (old, new) in swap.items():
             if names.get(name) is old: setattr(module, name, new)
 
-# %% ../../nbs/00b_settings.ipynb #196b3599
+# %% ../../nbs/00b_settings.ipynb #abd6d274
 class Settings(SimpleNamespace):
     "A lesson's sizes: `quick` or `book` values by `quick_run`, with a rough time in minutes for each."
     def __init__(self, quick, book, minutes=None, force_quick=None):
@@ -128,10 +128,10 @@ class Settings(SimpleNamespace):
         what = 'small images and few epochs, for a CPU' if self.is_quick else "the book's sizes and epochs"
         return (f"mode: {self.mode} ({what})\n"
                 f"device: {self.device_name()}\nsettings: {vals}\ntime: {self.estimate()} for the notebook\n"
-                f"to switch: quick={not self.is_quick} in this cell, or VISIONCOURSE_QUICK={0 if self.is_quick else 1} "
+                f"to switch: force_quick={not self.is_quick} in this cell, or VISIONCOURSE_QUICK={0 if self.is_quick else 1} "
                 f"before starting Jupyter ({other} settings)")
 
-# %% ../../nbs/00b_settings.ipynb #b1f31320
+# %% ../../nbs/00b_settings.ipynb #72f13a58
 def finder_iters(n_batches, passes=3, least=20, most=100):
     "Iterations for `lr_find` on `n_batches` training batches per epoch: `passes` epochs, within [least, most]."
     return max(least, min(most, passes*n_batches))
