@@ -266,6 +266,11 @@ def test_imdb_predict_text(cli, tmp_path):
         csv.writer(f).writerows(rows[:1] + [r[:1] + [' '.join(r[1].split()[:40])] + r[2:] for r in keep])
     res = cli('train', 'imdb', '--epochs', '1', '--bs', '8', '--lr', '1e-2', '--no-pretrained', '--data', data, '--out', tmp_path/'run')
     assert res.returncode == 0, res.stderr[-3000:]
+    # ULMFiT: the language model (1 frozen + 1 unfrozen epoch), then the classifier (3 unfreezing steps + 1 epoch)
+    epochs = [l for l in res.stdout.splitlines() if l.startswith('epoch ')]
+    assert len(epochs) == 6 and 'perplexity' in epochs[0] and 'perplexity' not in epochs[-1], res.stdout
+    report = json.loads((tmp_path/'run'/'metrics.json').read_text())
+    assert {'lm_accuracy', 'lm_perplexity', 'accuracy'} <= set(report['metrics']) and report['settings']['lr'] == 1e-2
     res = cli('predict', tmp_path/'run'/'model.pkl', '--text', 'A wonderful, moving film.')
     assert res.returncode == 0 and 'A wonderful, moving film.' in res.stdout.split(': ')[0], res
 

@@ -8,7 +8,7 @@ from fastai.torch_core import TensorImage, TensorMultiCategory
 from visioncourse.data import dataset_path
 from visioncourse.multilabel import (get_y, get_x_for, splitter, pascal_vocab, check_train_csv, pascal_block, pascal_dls,
     binary_cross_entropy, accuracy_multi, best_threshold, mean_average_precision, per_class_thresholds,
-    predict_with_thresholds, accuracy_multi_per_class, set_threshold, voc07_ap, voc07_map, capped_bs, arch_fn,
+    predict_with_thresholds, accuracy_multi_per_class, set_threshold, voc07_ap, voc07_map, capped_bs,
     PascalProblem)
 
 PASCAL = dataset_path('pascal_2007')
@@ -228,11 +228,6 @@ def test_problem_check_names_bad_csv(tmp_path, df):
     path, rows = small_copy(tmp_path, df)
     (path/'train'/rows.fname.iloc[0]).write_bytes(b'not a jpeg')
     with pytest.raises(ValueError, match=rows.fname.iloc[0]): get_problem('pascal').check(path)
-
-def test_arch_fn():
-    from torchvision.models import resnet18, resnet50
-    assert arch_fn('resnet50') is resnet50 and arch_fn(resnet18) is resnet18
-    with pytest.raises(ValueError, match="unknown architecture 'resnet_nine'"): arch_fn('resnet_nine')
 
 def test_problem_plots_and_predict(learner, tmp_path):
     path, learn = learner

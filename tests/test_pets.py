@@ -4,7 +4,7 @@ import pytest, torch
 import torch.nn.functional as F
 from visioncourse.data import dataset_path
 from visioncourse.pets import (pet_label, pets_block, pets_dls, softmax, log_softmax, nll_loss, cross_entropy,
-                               resolve_arch, PetsProblem, problem)
+                               PetsProblem, problem)
 
 IMAGES = dataset_path('pets')/'images'
 
@@ -129,12 +129,6 @@ def test_bad_input(fn):
     with pytest.raises(ValueError, match=r'class indices in \[0, 2\)'): fn(x, t + 1)
 
 # --- the command-line problem ---
-
-def test_resolve_arch():
-    from fastai.vision.all import resnet34, resnet18
-    assert resolve_arch('resnet34') is resnet34 and resolve_arch(resnet18) is resnet18
-    with pytest.raises(ValueError, match="unknown architecture 'resnet35'"): resolve_arch('resnet35')
-    with pytest.raises(ValueError, match="unknown architecture 'ResNet'"): resolve_arch('ResNet')   # a class, not a model
 
 def test_problem_is_registered():
     from visioncourse.problems import get_problem

@@ -13,9 +13,8 @@ import numpy as np, torch
 from PIL import Image, UnidentifiedImageError
 from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, RandomSplitter, FileSplitter, Resize, aug_transforms,
                                get_image_files, unet_learner, AddMaskCodes)
-from .data import can_reach
-from .learner import weights_cached, weights_url, _ensure_normalized
-from .problems import Problem, PROBLEMS
+from .learner import course_learner
+from .problems import Problem
 
 # %% ../../nbs/06_camvid.ipynb #9a90a002
 def camvid_codes(path):
@@ -62,15 +61,8 @@ def acc_camvid(inp, targ, void_code):
 
 # %% ../../nbs/06_camvid.ipynb #617017f1
 def camvid_learner(dls, arch, pretrained=True, **kwargs):
-    "`unet_learner(dls, arch, ...)`, pretrained where the weights can be had, else random weights and one printed line."
-    if pretrained and not weights_cached(arch) and not can_reach(weights_url(arch)):
-        print(f"visioncourse: ImageNet weights for {arch.__name__} are not cached and cannot be downloaded; "
-              f"training from random weights (pretrained=False).")
-        pretrained = False
-    learn = unet_learner(dls, arch, pretrained=pretrained, **kwargs)
-    learn.pretrained = pretrained
-    if not pretrained: _ensure_normalized(dls)
-    return learn
+    "A U-Net on the body `arch` (a function or a name), with ImageNet weights where they can be had."
+    return course_learner(dls, arch, pretrained, make=unet_learner, **kwargs)
 
 # %% ../../nbs/06_camvid.ipynb #4395c9d4
 def predict_mask(learn, fn):
@@ -87,12 +79,6 @@ def class_shares(mask, codes):
     return {str(codes[i]): counts[i]/counts.sum() for i in order if counts[i] > 0}
 
 # %% ../../nbs/06_camvid.ipynb #7cbc9e23
-def _arch(arch):
-    "The architecture function for `arch`, given as a function or as a torchvision name such as 'resnet34'."
-    if not isinstance(arch, str): return arch
-    import torchvision
-    return getattr(torchvision.models, arch)
-
 def mask_codes(dls):
     "The class names of CamVid `DataLoaders` `dls`, kept by `MaskBlock` (in an exported learner's too)."
     for t in dls.after_item.fs:
@@ -107,8 +93,7 @@ def _free_name(folder, stem):
 
 class CamvidProblem(Problem):
     "CamVid (course v3, lesson 3): a class for every pixel, U-Net, accuracy without Void."
-    name, dataset, arch, size = 'camvid', 'camvid_tiny', 'resnet34', 96
-    summary = PROBLEMS['camvid']['summary']
+    name, arch, size = 'camvid', 'resnet34', 96
     out_dir = None
 
     def files(self, path):
@@ -126,7 +111,7 @@ class CamvidProblem(Problem):
 
     def learner(self, dls, arch, pretrained=True):
         codes = list(mask_codes(dls))
-        return camvid_learner(dls, _arch(arch), pretrained=pretrained,
+        return camvid_learner(dls, arch, pretrained=pretrained,
                               metrics=functools.partial(acc_camvid, void_code=codes.index('Void')) if 'Void' in codes else None)
 
     def plots(self, learn, out):

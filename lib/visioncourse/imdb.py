@@ -13,6 +13,7 @@ from fastai.text.all import (DataBlock, TextBlock, CategoryBlock, ColReader, Col
                              AWD_LSTM, awd_lstm_lm_config, awd_lstm_clas_config, language_model_learner,
                              text_classifier_learner, accuracy, Perplexity, URLs)
 from fastai.data.external import fastai_path
+from fastcore.basics import noop
 from .data import can_reach
 from .problems import Problem
 
@@ -50,11 +51,14 @@ def course_text_learner(dls, lm=True, config=None, pretrained=True, **kwargs):
         if why:
             print(f"visioncourse: {why}; training from random weights (pretrained=False).")
             pretrained = False
-    try: return make(dls, AWD_LSTM, config=config, pretrained=pretrained, **kwargs)
+    try: learn = make(dls, AWD_LSTM, config=config, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError) as e:
         if not pretrained: raise
         print(f"visioncourse: could not load the WikiText-103 weights ({type(e).__name__}); training from random weights (pretrained=False).")
-        return make(dls, AWD_LSTM, config=config, pretrained=False, **kwargs)
+        pretrained = False
+        learn = make(dls, AWD_LSTM, config=config, pretrained=False, **kwargs)
+    learn.pretrained = pretrained
+    return learn
 
 # %% ../../nbs/07_imdb.ipynb #5a9a44e8
 def imdb_clas_dls(df, vocab=None, bptt=72, bs=64, **kwargs):
@@ -133,7 +137,8 @@ def imdb_df(path, unsup=False):
 QUICK = dict(max_vocab=1500, awd=dict(emb_sz=48, n_hid=96, n_layers=3), max_len=4)   # max_len in multiples of bptt
 BOOK = dict(max_vocab=60000, awd={}, max_len=20)
 
-def fit_ulmfit(df, work, bptt=72, bs=64, lr=2e-2, lm_epochs=1, epochs=1, pretrained=True, seed=42, quick=False, **kwargs):
+def fit_ulmfit(df, work, bptt=72, bs=64, lr=2e-2, lm_epochs=1, epochs=1, pretrained=True, seed=42, quick=False,
+               setup=noop, **kwargs):
     "ULMFiT on the reviews in `df`: fine-tune a language model, save its encoder in `work`, train a classifier on it; return the classifier."
     from fastai.torch_core import set_seed
     opts = QUICK if quick else BOOK
@@ -141,6 +146,7 @@ def fit_ulmfit(df, work, bptt=72, bs=64, lr=2e-2, lm_epochs=1, epochs=1, pretrai
     dls_lm = imdb_lm_dls(df, bptt=bptt, bs=bs, max_vocab=opts['max_vocab'], seed=seed, **kwargs)
     lm = course_text_learner(dls_lm, config=awd_config(opts['awd']), pretrained=pretrained, drop_mult=0.3,
                              metrics=[accuracy, Perplexity()], path=work)
+    setup(lm)   # e.g. the command line's one line per epoch
     lm.fit_one_cycle(1, lr)
     lm.unfreeze()
     lm.fit_one_cycle(lm_epochs, lr/10)
@@ -149,6 +155,7 @@ def fit_ulmfit(df, work, bptt=72, bs=64, lr=2e-2, lm_epochs=1, epochs=1, pretrai
     dls = imdb_clas_dls(df, vocab=dls_lm.vocab, bptt=bptt, bs=bs, **kwargs)
     learn = course_text_learner(dls, lm=False, config=awd_config(opts['awd'], lm=False), pretrained=False, seq_len=bptt,
                                 max_len=bptt*opts['max_len'], drop_mult=0.5, metrics=accuracy, path=work)
+    setup(learn)
     learn.load_encoder('finetuned')
     learn.freeze()
     learn.fit_one_cycle(1, lr)
@@ -157,6 +164,7 @@ def fit_ulmfit(df, work, bptt=72, bs=64, lr=2e-2, lm_epochs=1, epochs=1, pretrai
         learn.fit_one_cycle(1, slice(lr/div/(2.6**4), lr/div))
     learn.unfreeze()
     learn.fit_one_cycle(epochs, slice(lr/20/(2.6**4), lr/20))
+    learn.pretrained = lm.pretrained
     learn.ulmfit = dict(lm_accuracy=float(lm_acc), lm_perplexity=float(lm_ppl), vocab_size=len(dls_lm.vocab), bptt=bptt,
                         awd={k: awd_config(opts['awd'])[k] for k in ('emb_sz', 'n_hid', 'n_layers')})
     return learn
@@ -168,8 +176,7 @@ def _short(text, n=60):
 
 class ImdbProblem(Problem):
     "IMDB sentiment with ULMFiT: a language model fine-tuned on the reviews, then a classifier on its encoder."
-    name, dataset, arch, size = 'imdb', 'imdb_sample', 'AWD_LSTM', 72
-    summary = 'IMDB movie reviews: positive or negative text (ULMFiT)'
+    name, arch, size, lr = 'imdb', 'AWD_LSTM', 72, 2e-2
 
     def files(self, path): return imdb_files(path)
     def check(self, path):
@@ -182,15 +189,16 @@ class ImdbProblem(Problem):
     def learner(self, dls, arch='AWD_LSTM', pretrained=True):
         return course_text_learner(dls, lm=False, pretrained=pretrained, drop_mult=0.5, metrics=accuracy)
 
-    def fit(self, path, epochs=1, bs=64, lr=None, pretrained=True, seed=42, size=None, work=None, quick=None, frac=1.0):
+    def fit(self, path, epochs=1, bs=64, lr=None, pretrained=True, seed=42, size=None, work=None, quick=None, frac=1.0,
+            setup=noop, **kwargs):
         "The whole ULMFiT recipe on the dataset at `path`, files in `work`; returns the trained classifier."
         from visioncourse.settings import quick_run
         import tempfile
         df = imdb_df(path, unsup=True)
         if frac < 1: df = df.groupby('is_valid', group_keys=False).sample(frac=frac, random_state=seed)
         work = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix='imdb_'))
-        return fit_ulmfit(df, work, bptt=size or self.size, bs=bs, lr=lr or 2e-2, lm_epochs=epochs, epochs=epochs,
-                          pretrained=pretrained, seed=seed, quick=quick_run(quick))
+        return fit_ulmfit(df, work, bptt=size or self.size, bs=bs, lr=lr or self.lr, lm_epochs=epochs, epochs=epochs,
+                          pretrained=pretrained, seed=seed, quick=quick_run(quick), setup=setup, **kwargs)
 
     def run_settings(self, path, **opts): return dict(recipe='ULMFiT: language model, then classifier with gradual unfreezing')
 
@@ -208,8 +216,10 @@ class ImdbProblem(Problem):
         classes = learn.dls.vocab[-1]
         return dict(label=str(label), probability=float(probs[idx]), probs={str(c): float(p) for c, p in zip(classes, probs)})
 
-    def describe(self, text, pred):
-        return f"{_short(text)!r}: {pred['label']} (probability {pred['probability']:.2f})"
+    def describe(self, item, pred):
+        "The line `predict` prints: the text file's name, or the start of the text itself, in quotes."
+        shown = item if isinstance(item, Path) else repr(_short(item))
+        return f"{shown}: {pred['label']} (probability {pred['probability']:.2f})"
 
     def count(self, path):
         path = Path(path)

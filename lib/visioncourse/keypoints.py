@@ -16,7 +16,7 @@ from torch import Tensor
 from fastai.vision.all import (DataBlock, ImageBlock, PointBlock, IndexSplitter, PILImage, get_image_files,
                                aug_transforms, Normalize, imagenet_stats, set_seed)
 from .learner import course_learner
-from .multilabel import capped_bs, arch_fn
+from .multilabel import capped_bs
 
 # %% ../../nbs/03_keypoints.ipynb #2d4b5e79
 def img2pose(path):
@@ -182,8 +182,7 @@ from .problems import Problem
 
 class BiwiProblem(Problem):
     "BIWI head-centre regression, as in this lesson, for the command line."
-    name, dataset, arch, size = 'biwi', 'biwi_head_pose', 'resnet18', 320
-    summary = "BIWI head pose: the centre of a person's head, in pixels (regression, chapter 6)"
+    name, arch, size = 'biwi', 'resnet18', 320
     options = {'valid_person': "BIWI: the person held out for validation (default: 13 as in the book when present, else the last)"}
     def files(self, path): return list(get_image_files(path))
     def check(self, path):
@@ -194,7 +193,7 @@ class BiwiProblem(Problem):
         set_seed(seed, reproducible=True)
         return biwi_dls(path, size=(int(size*3/4)//2*2, size), valid_person=valid_person, bs=bs, **kwargs)
     def learner(self, dls, arch, pretrained=True):
-        return course_learner(dls, arch_fn(arch), pretrained=pretrained, y_range=(-1, 1), metrics=[pixel_error])
+        return course_learner(dls, arch, pretrained=pretrained, y_range=(-1, 1), metrics=[pixel_error])
     def run_settings(self, path, valid_person=None, **opts):
         return dict(valid_person=biwi_valid_person(path, valid_person))
     def plots(self, learn, out):

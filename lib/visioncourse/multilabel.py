@@ -6,8 +6,8 @@
 __all__ = ['problem', 'get_y', 'image_path', 'get_x_for', 'splitter', 'pascal_vocab', 'capped_bs', 'pascal_block', 'pascal_dls',
            'binary_cross_entropy', 'accuracy_multi', 'threshold_grid', 'threshold_sweep', 'best_threshold',
            'mean_average_precision', 'voc07_ap', 'voc07_map', 'per_class_thresholds', 'predict_with_thresholds',
-           'accuracy_multi_per_class', 'set_threshold', 'arch_fn', 'plot_threshold_sweep', 'PascalProblem',
-           'check_train_csv']
+           'accuracy_multi_per_class', 'set_threshold', 'plot_threshold_sweep', 'PascalProblem', 'first_few',
+           'read_labels_csv', 'check_train_csv']
 
 # %% ../../nbs/02_multilabel.ipynb #1facf98f
 import functools
@@ -157,14 +157,6 @@ def set_threshold(learn, thresh):
 # %% ../../nbs/02_multilabel.ipynb #68f1f3e1
 from .problems import Problem
 
-def arch_fn(arch):
-    "The torchvision architecture `arch`, given by name (`'resnet50'`) or as the function itself."
-    if callable(arch): return arch
-    import torchvision.models
-    fn = getattr(torchvision.models, str(arch), None)
-    if not callable(fn) or str(arch).startswith('_'): raise ValueError(f"unknown architecture {arch!r}")
-    return fn
-
 # %% ../../nbs/02_multilabel.ipynb #3f607ac9
 def plot_threshold_sweep(preds, targs, fn=None):
     "Plot `threshold_sweep` of probabilities `preds`; save it to `fn` (and close it) if given."
@@ -176,14 +168,13 @@ def plot_threshold_sweep(preds, targs, fn=None):
 
 class PascalProblem(Problem):
     "PASCAL VOC 2007 multi-label classification, as in this lesson, for the command line."
-    name, dataset, arch, size = 'pascal', 'pascal_2007', 'resnet50', 128
-    summary = "PASCAL VOC 2007: which of 20 kinds of object a photo holds (multi-label, chapter 6)"
+    name, arch, size = 'pascal', 'resnet50', 128
     def files(self, path): return [Path(path)/'train'/f for f in check_train_csv(path)['fname']]
     def dls(self, path, size, bs, seed=42, **kwargs):
         set_seed(seed, reproducible=True)
         return pascal_dls(path, size=size, bs=bs, **kwargs)
     def learner(self, dls, arch, pretrained=True):
-        return course_learner(dls, arch_fn(arch), pretrained=pretrained, metrics=[functools.partial(accuracy_multi, thresh=0.2)])
+        return course_learner(dls, arch, pretrained=pretrained, metrics=[functools.partial(accuracy_multi, thresh=0.2)])
     def plots(self, learn, out):
         preds, targs = learn.get_preds()
         plot_threshold_sweep(preds, targs, Path(out)/'threshold_sweep.png')
@@ -208,27 +199,33 @@ problem = PascalProblem()
 # %% ../../nbs/02_multilabel.ipynb #9cc22420
 _COLUMNS = ('fname', 'labels', 'is_valid')
 
-def _examples(items, n=3):
+def first_few(items, n=3):
     "The first `n` of `items` as text, with how many more there are."
     items = list(items)
     return ', '.join(map(str, items[:n])) + (f' (and {len(items)-n} more)' if len(items) > n else '')
+
+def read_labels_csv(csv, columns, name_col, label_col):
+    "Read `csv`; check it has `columns`, rows, and a non-empty `label_col` in each row (named by `name_col`)."
+    csv = Path(csv)
+    if not csv.is_file(): raise FileNotFoundError(f"{csv}: file not found")
+    try: df = pd.read_csv(csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"{csv}: cannot be read as CSV ({e})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing: raise ValueError(f"{csv}: missing column(s) {', '.join(missing)}; expected columns {', '.join(columns)}")
+    if df.empty: raise ValueError(f"{csv}: has no rows")
+    empty = df[label_col].isna() | (df[label_col].astype(str).str.strip() == '')
+    if empty.any(): raise ValueError(f"{csv}: empty {label_col} for {first_few(df[name_col][empty])}")
+    return df
 
 def check_train_csv(path):
     "Read `path/'train.csv'` and check its columns, labels, split and image files; return the `DataFrame`."
     path = Path(path)
     csv = path/'train.csv'
-    if not csv.is_file(): raise FileNotFoundError(f"{csv}: file not found")
-    try: df = pd.read_csv(csv)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"{csv}: cannot be read as CSV ({e})") from None
-    missing = [c for c in _COLUMNS if c not in df.columns]
-    if missing: raise ValueError(f"{csv}: missing column(s) {', '.join(missing)}; expected columns {', '.join(_COLUMNS)}")
-    if df.empty: raise ValueError(f"{csv}: has no rows")
-    no_labels = df['labels'].isna() | (df['labels'].astype(str).str.strip() == '')
-    if no_labels.any(): raise ValueError(f"{csv}: empty labels for {_examples(df['fname'][no_labels])}")
+    df = read_labels_csv(csv, _COLUMNS, 'fname', 'labels')
     if df['is_valid'].dtype != bool:
-        raise ValueError(f"{csv}: column is_valid must hold True/False only, got {_examples(df['is_valid'].unique())}")
+        raise ValueError(f"{csv}: column is_valid must hold True/False only, got {first_few(df['is_valid'].unique())}")
     if df['is_valid'].all(): raise ValueError(f"{csv}: no training rows (is_valid is True everywhere)")
     absent = [f for f in df['fname'] if not (path/'train'/str(f)).is_file()]
-    if absent: raise FileNotFoundError(f"{csv}: {len(absent)} listed image(s) not found in {path/'train'}: {_examples(absent)}")
+    if absent: raise FileNotFoundError(f"{csv}: {len(absent)} listed image(s) not found in {path/'train'}: {first_few(absent)}")
     return df

@@ -16,9 +16,9 @@ from sklearn.metrics import fbeta_score
 from fastai.vision.all import (DataBlock, ImageBlock, MultiCategoryBlock, RandomSplitter, aug_transforms,
                                skm_to_fastai, PILImage)
 from fastai.metrics import ActivationType
-from .multilabel import accuracy_multi, threshold_grid, threshold_sweep, set_threshold
+from .multilabel import accuracy_multi, threshold_grid, threshold_sweep, set_threshold, read_labels_csv, first_few
 from .learner import course_learner
-from .problems import Problem, PROBLEMS
+from .problems import Problem
 
 # %% ../../nbs/05_planet.ipynb #eefc209c
 def planet_image(path, row):
@@ -85,12 +85,6 @@ def best_fbeta_threshold(preds, targs, threshs=None, beta=2):
     return threshs[i].item(), f[i].item()
 
 # %% ../../nbs/05_planet.ipynb #837f7761
-def _arch(arch):
-    "The architecture function for `arch`, given as a function or as a torchvision name such as 'resnet34'."
-    if not isinstance(arch, str): return arch
-    import torchvision
-    return getattr(torchvision.models, arch)
-
 def _decode(fn, convert=None):
     "Decode image file `fn` completely, or raise a `ValueError` naming it."
     try:
@@ -103,8 +97,7 @@ def _decode(fn, convert=None):
 
 class PlanetProblem(Problem):
     "Planet (course v3, lesson 3): tags of satellite chips, multi-label, F2 at threshold 0.2."
-    name, dataset, arch, size = 'planet', 'planet_sample', 'resnet34', 128
-    summary = PROBLEMS['planet']['summary']
+    name, arch, size = 'planet', 'resnet34', 128
     threshold = 0.2
 
     def files(self, path):
@@ -120,7 +113,7 @@ class PlanetProblem(Problem):
     def dls(self, path, size, bs, seed=42, **kwargs): return planet_dls(path, size=size, bs=bs, seed=seed, **kwargs)
 
     def learner(self, dls, arch, pretrained=True):
-        learn = course_learner(dls, _arch(arch), pretrained=pretrained, metrics=planet_metrics(self.threshold))
+        learn = course_learner(dls, arch, pretrained=pretrained, metrics=planet_metrics(self.threshold))
         return set_threshold(learn, self.threshold)
 
     def plots(self, learn, out):
@@ -149,26 +142,11 @@ class PlanetProblem(Problem):
 problem = PlanetProblem()
 
 # %% ../../nbs/05_planet.ipynb #0663a15b
-_COLUMNS = ('image_name', 'tags')
-
-def _first(items, n=3):
-    "The first `n` of `items` as text, with how many more there are."
-    items = list(items)
-    return ', '.join(map(str, items[:n])) + (f' (and {len(items)-n} more)' if len(items) > n else '')
-
 def check_labels_csv(path):
     "Read `path/'labels.csv'`, check its columns, tags and image files; return the `DataFrame`."
     path = Path(path)
     csv = path/'labels.csv'
-    if not csv.is_file(): raise FileNotFoundError(f"{csv}: file not found")
-    try: df = pd.read_csv(csv)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"{csv}: cannot be read as CSV ({e})") from None
-    missing = [c for c in _COLUMNS if c not in df.columns]
-    if missing: raise ValueError(f"{csv}: missing column(s) {', '.join(missing)}; expected columns {', '.join(_COLUMNS)}")
-    if df.empty: raise ValueError(f"{csv}: has no rows")
-    no_tags = df['tags'].isna() | (df['tags'].astype(str).str.strip() == '')
-    if no_tags.any(): raise ValueError(f"{csv}: empty tags for {_first(df['image_name'][no_tags])}")
+    df = read_labels_csv(csv, ('image_name', 'tags'), 'image_name', 'tags')
     absent = [f"{n}.jpg" for n in df['image_name'] if not (path/'train'/f"{n}.jpg").is_file()]
-    if absent: raise FileNotFoundError(f"{csv}: {len(absent)} listed image(s) not found in {path/'train'}: {_first(absent)}")
+    if absent: raise FileNotFoundError(f"{csv}: {len(absent)} listed image(s) not found in {path/'train'}: {first_few(absent)}")
     return df

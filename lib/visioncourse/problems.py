@@ -39,8 +39,19 @@ def check_image(fn):
 # %% ../../nbs/00c_problems.ipynb #868e7943
 class Problem:
     "One course problem: its dataset and defaults, and how to train on it and predict with it."
-    name, dataset, arch, size, summary = '', '', '', 224, ''
+    name, arch, size = '', '', 224
+    fit = None    # a problem that trains in stages of its own (ULMFiT) defines `fit(path, epochs, bs, lr, ...)`
     options = {}  # problem-specific `train` options (e.g. {'valid_person': 'help text'}), passed to `dls` and `run_settings`
+
+    @property
+    def dataset(self):
+        "The dataset it trains on (a key of `visioncourse.data.DATASETS`), from its registry line."
+        return PROBLEMS.get(self.name, {}).get('dataset', '')
+
+    @property
+    def summary(self):
+        "One line for `--help`, from its registry line."
+        return PROBLEMS.get(self.name, {}).get('summary', '')
 
     @property
     def inputs(self):

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['device_name', 'library_versions', 'EpochLine', 'plain_log', 'use_line_log', 'patch_broadcast', 'train_ctx',
-           'CountBatches', 'save_fig', 'find_lr', 'evaluate_alone', 'write_results', 'problem_options', 'run_training',
-           'load_model', 'prediction_lines', 'read_text']
+           'CountBatches', 'save_fig', 'find_lr', 'evaluate_alone', 'write_results', 'problem_options', 'fit_lesson',
+           'fit_recipe', 'run_training', 'load_model', 'prediction_lines', 'read_text']
 
 # %% ../../nbs/04a_training.ipynb #79a2fc14
 import visioncourse.settings
@@ -110,9 +110,8 @@ def evaluate_alone():
 
 # %% ../../nbs/04a_training.ipynb #d6b94988
 def _jsonable(v):
-    "`v` as a float, or a list for a tensor or an array of several values (per-class thresholds)."
-    if hasattr(v, 'tolist'): v = v.tolist()
-    return float(v) if isinstance(v, (int, float)) else v
+    "`v` as a Python number, or a list for a tensor or an array of several values (per-class thresholds)."
+    return v.tolist() if hasattr(v, 'tolist') else v
 
 def write_results(problem, learn, out, settings, start):
     "Save `problem`'s plots, the exported model (marked as ours) and `metrics.json` into `out`."
@@ -138,6 +137,38 @@ def problem_options(problem, **opts):
     return given
 
 # %% ../../nbs/04a_training.ipynb #658aa46d
+def fit_lesson(problem, path, tmp, epochs, size, bs, arch, lr, pretrained, seed, workers, **opts):
+    "The usual run: `problem`'s `DataLoaders` and learner, the finder's rate, then `fine_tune` (or `fit_one_cycle`)."
+    def make_dls(bs):
+        set_seed(seed, reproducible=True)
+        return problem.dls(path, size, bs, seed=seed, num_workers=workers, **opts)
+    dls = make_dls(bs)
+    if len(dls.train) == 0:
+        bs = max(1, len(dls.train_ds)//max(num_distrib(), 1))
+        print(f"visioncourse: only {len(dls.train_ds)} training items, fewer than --bs; using --bs {bs}")
+        dls = make_dls(bs)
+    learn = problem.learner(dls, arch, pretrained=pretrained)
+    if plain_log(): use_line_log(learn)
+    pretrained = bool(getattr(learn, 'pretrained', pretrained))
+    if tmp is not None and problem.inputs == 'image': dls.show_batch(max_n=6); save_fig(tmp/'show_batch.png')
+    lr_found = None if lr else find_lr(learn, tmp)  # a rate given with --lr needs no finder
+    lr = lr or lr_found or 2e-3
+    counter = CountBatches()
+    with train_ctx(learn):
+        if pretrained: learn.fine_tune(epochs, base_lr=lr, cbs=counter)
+        else: learn.fit_one_cycle(epochs, lr, cbs=counter)
+    if num_distrib() > 1: print(f"visioncourse: process {rank_distrib()} of {num_distrib()} trained {counter.n} batches")
+    return learn, dict(bs=dls.train.bs, arch=arch, pretrained=pretrained, lr=float(lr), lr_found=lr_found)
+
+def fit_recipe(problem, path, tmp, epochs, size, bs, arch, lr, pretrained, seed, workers, **opts):
+    "A problem that trains in stages of its own (`problem.fit`), in one process, its working files in a temporary folder."
+    if num_distrib() > 1: raise UsageError(f"problem {problem.name} trains in one process: run it without torchrun")
+    work = Path(tempfile.mkdtemp(prefix=f'visioncourse_{problem.name}_'))
+    try: learn = problem.fit(path, epochs=epochs, bs=bs, lr=lr, pretrained=pretrained, seed=seed, size=size, work=work,
+                             num_workers=workers, setup=use_line_log if plain_log() else noop)
+    finally: shutil.rmtree(work, ignore_errors=True)
+    return learn, dict(bs=learn.dls.train.bs, pretrained=bool(learn.pretrained), lr=float(lr or problem.lr))
+
 def run_training(name, path, out, epochs=1, size=None, bs=64, arch=None, lr=None, pretrained=True, seed=42,
                  workers=None, **opts):
     "Train problem `name` on dataset root `path`, and write the model, metrics and plots into `out`."
@@ -152,31 +183,14 @@ def run_training(name, path, out, epochs=1, size=None, bs=64, arch=None, lr=None
     patch_broadcast()
     start = time.time()
     if workers is None: workers = 0 if len(files) < 200 else min(8, os.cpu_count() or 1)
-    def make_dls(bs):
-        set_seed(seed, reproducible=True)
-        return problem.dls(path, size, bs, seed=seed, num_workers=workers, **opts)
-    dls = make_dls(bs)
-    if len(dls.train) == 0:
-        bs = max(1, len(dls.train_ds)//max(num_distrib(), 1))
-        print(f"visioncourse: only {len(dls.train_ds)} training items, fewer than --bs; using --bs {bs}")
-        dls = make_dls(bs)
-    learn = problem.learner(dls, arch, pretrained=pretrained)
-    if plain_log(): use_line_log(learn)
-    settings = dict(data=str(path), epochs=epochs, size=size, bs=dls.train.bs, arch=arch, seed=seed, workers=workers,
-                    pretrained=bool(getattr(learn, 'pretrained', pretrained)), processes=max(num_distrib(), 1),
-                    **problem.run_settings(path, **opts))
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent)) if rank0 else None
     try:
-        if rank0 and problem.inputs == 'image': dls.show_batch(max_n=6); save_fig(tmp/'show_batch.png')
-        lr_found = None if lr else find_lr(learn, tmp)  # a rate given with --lr needs no finder
-        lr = lr or lr_found or 2e-3
-        counter = CountBatches()
-        with train_ctx(learn):
-            if settings['pretrained']: learn.fine_tune(epochs, base_lr=lr, cbs=counter)
-            else: learn.fit_one_cycle(epochs, lr, cbs=counter)
-        if num_distrib() > 1: print(f"visioncourse: process {rank_distrib()} of {num_distrib()} trained {counter.n} batches")
+        fit = fit_lesson if problem.fit is None else fit_recipe
+        learn, used = fit(problem, path, tmp, epochs, size, bs, arch, lr, pretrained, seed, workers, **opts)
         if not rank0: return
-        with evaluate_alone(): write_results(problem, learn, tmp, dict(settings, lr=float(lr), lr_found=lr_found), start)
+        settings = dict(data=str(path), epochs=epochs, size=size, seed=seed, workers=workers,
+                        processes=max(num_distrib(), 1), **used, **problem.run_settings(path, **opts))
+        with evaluate_alone(): write_results(problem, learn, tmp, settings, start)
         publish(tmp, out)
         print(f"visioncourse: wrote {out}/model.pkl, metrics.json and plots")
         return learn
@@ -198,16 +212,12 @@ def load_model(fn):
     return learn
 
 # %% ../../nbs/04a_training.ipynb #eae6a157
-def _excerpt(text, n=40):
-    text = ' '.join(text.split())
-    return text if len(text) <= n else text[:n-3] + '...'
-
 def prediction_lines(model, items=(), text=None):
     "One line per input describing the prediction of the model in file `model`."
     learn = load_model(model)
     problem = get_problem(learn.visioncourse.get('problem'))
     if problem.inputs == 'text':
-        inputs = [(_excerpt(text), text)] if text is not None else [(fn, read_text(fn)) for fn in items]
+        inputs = [(text, text)] if text is not None else [(Path(fn), read_text(fn)) for fn in items]
     elif text is not None: raise UsageError(f"{model}: a {problem.name} model predicts images; give image files, not --text")
     else: inputs = [(fn, Path(fn)) for fn in items]
     with learn.no_bar(), learn.no_logging():

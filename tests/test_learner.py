@@ -1,0 +1,26 @@
+"Tests of `visioncourse.learner`: architectures by name, and the weights fallback for both kinds of learner."
+import pytest
+from fastai.vision.all import resnet18, resnet34, unet_learner, Normalize
+from visioncourse.learner import arch_fn, course_learner
+from visioncourse.problems import PROBLEMS, get_problem
+
+def test_arch_fn_by_name_or_function():
+    assert arch_fn('resnet34') is resnet34 and arch_fn(resnet18) is resnet18
+
+@pytest.mark.parametrize('bad', ['resnet35', 'ResNet', '_api'])
+def test_arch_fn_names_the_unknown(bad):
+    with pytest.raises(ValueError, match=f"unknown architecture '{bad}'"): arch_fn(bad)
+
+def test_course_learner_makes_a_unet_without_weights(capsys):
+    from visioncourse.camvid import camvid_dls
+    from visioncourse.data import dataset_path
+    dls = camvid_dls(dataset_path('camvid_tiny'), size=(32, 40), bs=2, n_items=6)
+    learn = course_learner(dls, 'resnet18', pretrained=False, make=unet_learner)
+    assert type(learn.model).__name__ == 'DynamicUnet' and learn.pretrained is False
+    assert any(isinstance(t, Normalize) for t in dls.after_batch.fs)
+    assert capsys.readouterr().out == ''   # pretrained=False asked for: nothing to report
+
+@pytest.mark.parametrize('name', list(PROBLEMS))
+def test_problem_dataset_and_summary_come_from_the_registry(name):
+    p = get_problem(name)
+    assert (p.name, p.dataset, p.summary) == (name, PROBLEMS[name]['dataset'], PROBLEMS[name]['summary'])
