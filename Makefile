@@ -54,7 +54,12 @@ clean-check:
 	  test -z "$$left" || { echo "files left in the repository by the tests:"; echo "$$left"; exit 1; }
 	@echo "clean-check: nothing was written into nbs/, lib/, bench/ or tools/"
 
-test: sync-check nbtest pytest clean-check
+# nbdev_test and pytest run side by side, one core each (a torch process uses one thread), and each prints its log
+# when it ends; pytest's browser test runs two notebooks at a time. Run `make nbtest` or `make pytest` alone to see one.
+test: sync-check
+	@echo "make test: nbtest and pytest run side by side; each prints its log when it finishes"
+	time OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j2 --output-sync=target nbtest pytest
+	@$(MAKE) --no-print-directory clean-check
 
 # On a GPU machine: the notebooks' `#| cuda` cells at the book's sizes, in mixed precision.
 test-gpu: $(STAMP)

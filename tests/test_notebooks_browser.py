@@ -2,7 +2,8 @@
 
 The notebooks are copied to a temporary folder first, so JupyterLab's autosave never touches the repository.
 For each notebook we assert: no kernel-selection dialog (the learner lands in a running kernel), every code cell
-executed, no error output, the last cell ran. A screenshot of each notebook is kept in tests/screenshots/ (git-ignored),
+executed, no error output, the last cell ran. Notebooks run two at a time (VISIONCOURSE_BROWSER_PARALLEL), each in
+its own page and kernel, as two learners would. A screenshot of each notebook is kept in tests/screenshots/ (git-ignored),
 with each notebook's Run All time in tests/screenshots/run_all_times.txt.
 """
 import os, shutil, socket, subprocess, sys, time
@@ -15,6 +16,8 @@ NOTEBOOKS = sorted(p.name for p in (ROOT/'nbs').glob('*.ipynb'))
 CHROMIUM = os.environ.get('VISIONCOURSE_CHROMIUM', '/usr/bin/chromium')
 TOKEN = 'visioncourse-browser-test'
 RUN_ALL_LIMIT_S = 600   # one notebook's Run All on a 2-core CPU takes a few minutes at most
+# Notebooks run side by side, each in its own kernel: a kernel importing fastai or decoding images uses one core.
+PARALLEL = int(os.environ.get('VISIONCOURSE_BROWSER_PARALLEL', '2'))
 
 def free_port():
     "A TCP port on the loopback interface that nothing listens on."
@@ -40,6 +43,7 @@ def lab(tmp_path_factory):
     shutil.copytree(ROOT/'nbs', work/'nbs')
     env = {k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'VISIONCOURSE_REHEARSAL', 'VISIONCOURSE_QUICK')}
     env['JUPYTER_CONFIG_DIR'] = str(work/'.jupyter')    # no user settings of this machine
+    if PARALLEL > 1: env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1)//PARALLEL)))  # share the cores
     env['JUPYTERLAB_SETTINGS_DIR'] = str(work/'.lab-settings')
     env['JUPYTERLAB_WORKSPACES_DIR'] = str(work/'.lab-workspaces')
     port = free_port()
@@ -68,8 +72,10 @@ def browser():
         yield b
         b.close()
 
-STATE_JS = """() => {
-  const nb = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+STATE_JS = """(path) => {
+  const app = window.jupyterapp;
+  let nb = null;
+  if (app) for (const w of app.shell.widgets('main')) if (w.context && w.context.path === path) { nb = w; break; }
   if (!nb || !nb.content || !nb.content.model || !nb.sessionContext) return null;
   const cells = nb.content.model.cells, kernel = nb.sessionContext.session && nb.sessionContext.session.kernel;
   const res = {n: 0, done: 0, last: null, errors: [], stderr: [], status: kernel ? kernel.status : 'none'};
@@ -87,36 +93,78 @@ STATE_JS = """() => {
   return res;
 }"""
 
-def wait_state(page, pred, timeout, what):
-    "Poll the notebook's state until `pred(state)` holds."
-    start = time.time()
-    while time.time() - start < timeout:
-        state = page.evaluate(STATE_JS)
-        if state is not None and pred(state): return state
+class RunAll:
+    "One notebook's Run All in its own page: open it, wait for the kernel, click Run > Run All Cells, then `poll`."
+    def __init__(self, browser, port, name):
+        self.name, self.page, self.problems = name, browser.new_page(viewport={'width': 1280, 'height': 900}), []
+        try:
+            # a workspace of its own, so that this page does not reopen the notebooks other pages have open
+            workspace = Path(name).stem.replace('_', '-')
+            self.page.goto(f'http://127.0.0.1:{port}/lab/workspaces/{workspace}/tree/nbs/{name}?reset&token={TOKEN}', timeout=120_000)
+            self.wait(lambda s: s['status'] == 'idle', 120, 'kernel ready')
+            self.check_dialog('on opening')
+            self.start = time.time()
+            self.page.get_by_role('menuitem', name='Run', exact=True).click()
+            self.page.get_by_role('menuitem', name='Run All Cells', exact=True).click()
+        except Exception: self.page.close(); raise
+
+    def state(self): return self.page.evaluate(STATE_JS, f'nbs/{self.name}')
+
+    def wait(self, pred, timeout, what):
+        "Poll the notebook's state until `pred(state)` holds."
+        start = time.time()
+        while time.time() - start < timeout:
+            state = self.state()
+            if state is not None and pred(state): return state
+            time.sleep(1)
+        raise AssertionError(f"{self.name}: {what}: not reached within {timeout} s; last state {self.state()}")
+
+    def check_dialog(self, when):
+        dialogs = self.page.locator('.jp-Dialog')
+        if dialogs.count(): self.problems.append(f"a dialog appeared {when}: {dialogs.first.inner_text()}")
+
+    def poll(self):
+        "The final state once every cell ran or one failed (or the time limit passed), else `None`."
+        state = self.state()
+        timed_out = time.time() - self.start > RUN_ALL_LIMIT_S
+        if not (timed_out or (state and (state['errors'] or (state['done'] == state['n'] and state['status'] == 'idle')))):
+            return None
+        state = state or dict(n=0, done=0, last=None, errors=[], stderr=[], status='none')
+        self.secs = time.time() - self.start
+        if timed_out: self.problems.append(f"Run All not finished within {RUN_ALL_LIMIT_S} s; last state {state}")
+        self.check_dialog('while running')
+        SHOTS.mkdir(exist_ok=True)
+        self.page.screenshot(path=str(SHOTS/f'{Path(self.name).stem}.png'))
+        with open(SHOTS/'run_all_times.txt', 'a') as f:
+            f.write(f"{self.name}: {self.secs:.0f} s, {state['n']} code cells ({PARALLEL} notebooks at a time)\n")
+        try: self.page.evaluate("""(path) => { for (const w of window.jupyterapp.shell.widgets('main'))
+                                      if (w.context && w.context.path === path) return w.sessionContext.shutdown(); }""", f'nbs/{self.name}')
+        except Exception: pass
+        self.page.close()
+        return state
+
+@pytest.fixture(scope='module')
+def run_all(request, lab, browser):
+    "Run All in each selected notebook, `PARALLEL` at a time (each in its own page and kernel): name -> (state, problems)."
+    pending = [item.callspec.params['name'] for item in request.session.items
+               if getattr(item, 'originalname', None) == 'test_run_all_in_jupyterlab']
+    results, running = {}, {}
+    while pending or running:
+        while pending and len(running) < PARALLEL:
+            name = pending.pop(0)
+            try: running[name] = RunAll(browser, lab, name)
+            except Exception as e: results[name] = (None, [f"{type(e).__name__}: {e}"])
+        for name, run in list(running.items()):
+            state = run.poll()
+            if state is not None: results[name] = (state, run.problems); del running[name]
         time.sleep(1)
-    raise AssertionError(f"{what}: not reached within {timeout} s; last state {page.evaluate(STATE_JS)}")
+    return results
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
-def test_run_all_in_jupyterlab(lab, browser, name):
-    page = browser.new_page(viewport={'width': 1280, 'height': 900})
-    try:
-        page.goto(f'http://127.0.0.1:{lab}/lab/tree/nbs/{name}?token={TOKEN}', timeout=120_000)
-        wait_state(page, lambda s: s['status'] == 'idle', 120, f'{name}: kernel ready')
-        assert page.locator('.jp-Dialog').count() == 0, f"{name}: a dialog appeared on opening: {page.locator('.jp-Dialog').inner_text()}"
-        start = time.time()
-        page.get_by_role('menuitem', name='Run', exact=True).click()
-        page.get_by_role('menuitem', name='Run All Cells', exact=True).click()
-        state = wait_state(page, lambda s: s['errors'] or (s['done'] == s['n'] and s['status'] == 'idle'),
-                           RUN_ALL_LIMIT_S, f'{name}: Run All')
-        secs = time.time() - start
-        SHOTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(SHOTS/f'{Path(name).stem}.png'))
-        with open(SHOTS/'run_all_times.txt', 'a') as f: f.write(f"{name}: {secs:.0f} s, {state['n']} code cells\n")
-        assert not state['errors'], f"{name}: error output in {state['errors']}"
-        assert state['done'] == state['n'] and state['last'], f"{name}: {state['done']} of {state['n']} code cells ran"
-        assert page.locator('.jp-Dialog').count() == 0, f"{name}: a dialog appeared: {page.locator('.jp-Dialog').inner_text()}"
-        assert not state['stderr'], f"{name}: warnings or errors printed: {state['stderr']}"
-    finally:
-        try: page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
-        except Exception: pass
-        page.close()
+def test_run_all_in_jupyterlab(run_all, name):
+    state, problems = run_all[name]
+    assert state is not None, f"{name}: {problems}"
+    assert not state['errors'], f"{name}: error output in {state['errors']}"
+    assert not problems, f"{name}: {problems}"
+    assert state['done'] == state['n'] and state['last'], f"{name}: {state['done']} of {state['n']} code cells ran"
+    assert not state['stderr'], f"{name}: warnings or errors printed: {state['stderr']}"
