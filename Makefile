@@ -37,7 +37,7 @@ readme: $(STAMP)
 # Every notebook, every cell: the `#| cuda` cells too, rehearsed on the CPU at quick sizes
 # (VISIONCOURSE_REHEARSAL=1; see nbs/00b_settings.ipynb). Only the device differs from a GPU run.
 nbtest: $(STAMP)
-	time VISIONCOURSE_REHEARSAL=1 $(BIN)/nbdev_test --n_workers 1 --timing --flags cuda
+	time VISIONCOURSE_REHEARSAL=1 $(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing --flags cuda
 
 # The package, the command line, bad input, the web app, and every notebook run in JupyterLab in headless Chromium.
 pytest: $(STAMP) chromium
@@ -54,11 +54,13 @@ clean-check:
 	  test -z "$$left" || { echo "files left in the repository by the tests:"; echo "$$left"; exit 1; }
 	@echo "clean-check: nothing was written into nbs/, lib/, bench/ or tools/"
 
-# nbdev_test and pytest run side by side, one core each (a torch process uses one thread), and each prints its log
-# when it ends; pytest's browser test runs two notebooks at a time. Run `make nbtest` or `make pytest` alone to see one.
+# nbdev_test (two notebooks at a time) and pytest (whose browser test also runs two notebooks at a time) run side by
+# side, each torch process on one thread, so the cores stay busy to the end; each prints its log when it ends.
+# `make nbtest` or `make pytest` runs one of them alone.
+NB_WORKERS ?= 1
 test: sync-check
 	@echo "make test: nbtest and pytest run side by side; each prints its log when it finishes"
-	time OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j2 --output-sync=target nbtest pytest
+	time OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j2 --output-sync=target NB_WORKERS=2 nbtest pytest
 	@$(MAKE) --no-print-directory clean-check
 
 # On a GPU machine: the notebooks' `#| cuda` cells at the book's sizes, in mixed precision.

@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT/'tests'/'screenshots'
-NOTEBOOKS = sorted(p.name for p in (ROOT/'nbs').glob('*.ipynb'))
+# Largest first (a rough guess at the longest), so that no long notebook is left running alone at the end
+NOTEBOOKS = [p.name for p in sorted((ROOT/'nbs').glob('*.ipynb'), key=lambda p: (-p.stat().st_size, p.name))]
 CHROMIUM = os.environ.get('VISIONCOURSE_CHROMIUM', '/usr/bin/chromium')
 TOKEN = 'visioncourse-browser-test'
 RUN_ALL_LIMIT_S = 600   # one notebook's Run All on a 2-core CPU takes a few minutes at most
