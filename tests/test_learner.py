@@ -21,6 +21,8 @@ def test_course_learner_makes_a_unet_without_weights(capsys):
     assert capsys.readouterr().out == ''   # pretrained=False asked for: nothing to report
 
 @pytest.mark.parametrize('name', list(PROBLEMS))
-def test_problem_dataset_and_summary_come_from_the_registry(name):
+def test_problem_dataset_is_one_the_course_knows_and_has(name):
+    from visioncourse.data import DATASETS, dataset_path
     p = get_problem(name)
-    assert (p.name, p.dataset, p.summary) == (name, PROBLEMS[name]['dataset'], PROBLEMS[name]['summary'])
+    assert p.name == name and p.summary and p.dataset in DATASETS
+    assert dataset_path(p.dataset, download=False).is_dir()   # its sample is here, in fastai's layout

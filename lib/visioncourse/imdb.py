@@ -183,12 +183,6 @@ class ImdbProblem(Problem):
         imdb_df(path, unsup=True)
         return self.files(path)
 
-    def dls(self, path, size=72, bs=64, seed=42, **kwargs):
-        return imdb_clas_dls(imdb_df(path), bptt=size, bs=bs, **kwargs)
-
-    def learner(self, dls, arch='AWD_LSTM', pretrained=True):
-        return course_text_learner(dls, lm=False, pretrained=pretrained, drop_mult=0.5, metrics=accuracy)
-
     def fit(self, path, epochs=1, bs=64, lr=None, pretrained=True, seed=42, size=None, work=None, quick=None, frac=1.0,
             setup=noop, **kwargs):
         "The whole ULMFiT recipe on the dataset at `path`, files in `work`; returns the trained classifier."

@@ -40,7 +40,7 @@ def check_image(fn):
 class Problem:
     "One course problem: its dataset and defaults, and how to train on it and predict with it."
     name, arch, size = '', '', 224
-    fit = None    # a problem that trains in stages of its own (ULMFiT) defines `fit(path, epochs, bs, lr, ...)`
+    fit = None    # a problem that trains in stages of its own (ULMFiT) defines `fit(path, epochs, bs, lr, ...)`, not `dls`/`learner`
     options = {}  # problem-specific `train` options (e.g. {'valid_person': 'help text'}), passed to `dls` and `run_settings`
 
     @property
