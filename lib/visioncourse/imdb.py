@@ -15,6 +15,7 @@ from fastai.text.all import (DataBlock, TextBlock, CategoryBlock, ColReader, Col
 from fastai.data.external import fastai_path
 from fastcore.basics import noop
 from .data import can_reach
+from .learner import with_weights_fallback
 from .problems import Problem
 
 # %% ../../nbs/07_imdb.ipynb #d7bd3dd4
@@ -42,23 +43,14 @@ def _full_size(config):
 def course_text_learner(dls, lm=True, config=None, pretrained=True, **kwargs):
     "An `AWD_LSTM` language model (`lm`) or classifier, with WikiText-103 weights where they can be had, else random weights and one printed line."
     make = language_model_learner if lm else text_classifier_learner
-    if pretrained:
-        why = None
-        if not _full_size(config):
-            why = ("the WikiText-103 weights fit only the full-size AWD_LSTM (emb_sz=400, n_hid=1152, n_layers=3), "
+    why_not = None
+    if pretrained and not _full_size(config):
+        why_not = ("the WikiText-103 weights fit only the full-size AWD_LSTM (emb_sz=400, n_hid=1152, n_layers=3), "
                    f"not this reduced one ({', '.join(f'{k}={config[k]}' for k in ('emb_sz', 'n_hid', 'n_layers'))})")
-        elif not wt103_cached() and not can_reach(URLs.WT103_FWD): why = "the WikiText-103 weights are not cached and cannot be downloaded"
-        if why:
-            print(f"visioncourse: {why}; training from random weights (pretrained=False).")
-            pretrained = False
-    try: learn = make(dls, AWD_LSTM, config=config, pretrained=pretrained, **kwargs)
-    except (OSError, RuntimeError) as e:
-        if not pretrained: raise
-        print(f"visioncourse: could not load the WikiText-103 weights ({type(e).__name__}); training from random weights (pretrained=False).")
-        pretrained = False
-        learn = make(dls, AWD_LSTM, config=config, pretrained=False, **kwargs)
-    learn.pretrained = pretrained
-    return learn
+    elif pretrained and not wt103_cached() and not can_reach(URLs.WT103_FWD):
+        why_not = "the WikiText-103 weights are not cached and cannot be downloaded"
+    return with_weights_fallback(lambda p: make(dls, AWD_LSTM, config=config, pretrained=p, **kwargs), pretrained, why_not,
+                                 "the WikiText-103 weights")
 
 # %% ../../nbs/07_imdb.ipynb #5a9a44e8
 def imdb_clas_dls(df, vocab=None, bptt=72, bs=64, **kwargs):
@@ -183,15 +175,10 @@ class ImdbProblem(Problem):
         imdb_df(path, unsup=True)
         return self.files(path)
 
-    def fit(self, path, epochs=1, bs=64, lr=None, pretrained=True, seed=42, size=None, work=None, quick=None, frac=1.0,
-            setup=noop, **kwargs):
-        "The whole ULMFiT recipe on the dataset at `path`, files in `work`; returns the trained classifier."
+    def fit(self, path, work, epochs=1, bs=64, lr=None, pretrained=True, seed=42, size=None, quick=None, setup=noop, **kwargs):
+        "The whole ULMFiT recipe on the dataset at `path`, its files in the folder `work`; returns the trained classifier."
         from visioncourse.settings import quick_run
-        import tempfile
-        df = imdb_df(path, unsup=True)
-        if frac < 1: df = df.groupby('is_valid', group_keys=False).sample(frac=frac, random_state=seed)
-        work = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix='imdb_'))
-        return fit_ulmfit(df, work, bptt=size or self.size, bs=bs, lr=lr or self.lr, lm_epochs=epochs, epochs=epochs,
+        return fit_ulmfit(imdb_df(path, unsup=True), Path(work), bptt=size or self.size, bs=bs, lr=lr or self.lr, lm_epochs=epochs, epochs=epochs,
                           pretrained=pretrained, seed=seed, quick=quick_run(quick), setup=setup, **kwargs)
 
     def run_settings(self, path, **opts): return dict(recipe='ULMFiT: language model, then classifier with gradual unfreezing')

@@ -205,8 +205,5 @@ class BiwiProblem(Problem):
         with learn.no_bar(): x, y = predict_ctr(learn, item).tolist()
         return dict(x=round(x, 1), y=round(y, 1))
     def describe(self, item, pred): return f"{item}: head centre at x={pred['x']:.1f}, y={pred['y']:.1f} px"
-    def count(self, path):
-        frames = get_image_files(path)
-        return f"{len(frames)} frames of {len({f.parent.name for f in frames})} persons"
 
 problem = BiwiProblem()

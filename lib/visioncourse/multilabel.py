@@ -192,7 +192,6 @@ class PascalProblem(Problem):
         t = pred['threshold']
         t = f"threshold {t:.2f}" if isinstance(t, float) else "per-class thresholds"
         return f"{item}: {' '.join(pred['labels']) or '(no label above the threshold)'} ({t})"
-    def count(self, path): return f"{len(pd.read_csv(Path(path)/'train.csv'))} rows in train.csv"
 
 problem = PascalProblem()
 

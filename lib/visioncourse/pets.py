@@ -104,6 +104,5 @@ class PetsProblem(Problem):
         return dict(label=str(label), probability=float(probs[idx]),
                     probs={str(c): float(p) for c, p in zip(learn.dls.vocab, probs)})
     def describe(self, item, pred): return f"{item}: {pred['label']} ({pred['probability']:.3f})"
-    def count(self, path): return f"{len(self.files(path))} images"
 
 problem = PetsProblem()

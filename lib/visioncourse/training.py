@@ -16,6 +16,7 @@ from fastai.distributed import *
 from fastprogress.core import in_notebook
 import visioncourse
 from .problems import get_problem
+from .settings import finder_iters
 from .cli import UsageError, check_options, publish
 
 # %% ../../nbs/04a_training.ipynb #ee6eac60
@@ -90,7 +91,7 @@ def save_fig(fn):
 def find_lr(learn, out):
     "The finder's `valley` rate, with its plot saved in `out`; `None` under a distributed launch."
     if num_distrib() > 1: return None
-    n_it = min(100, max(20, 3*len(learn.dls.train)))
+    n_it = finder_iters(len(learn.dls.train))
     home, learn.path = learn.path, Path(tempfile.mkdtemp())  # where the finder saves and restores the weights
     try: lr = learn.lr_find(num_it=n_it, suggest_funcs=(valley,)).valley
     finally: shutil.rmtree(learn.path); learn.path = home
@@ -149,7 +150,7 @@ def fit_lesson(problem, path, tmp, epochs, size, bs, arch, lr, pretrained, seed,
         dls = make_dls(bs)
     learn = problem.learner(dls, arch, pretrained=pretrained)
     if plain_log(): use_line_log(learn)
-    pretrained = bool(getattr(learn, 'pretrained', pretrained))
+    pretrained = learn.pretrained   # False when the weights could not be had
     if tmp is not None and problem.inputs == 'image': dls.show_batch(max_n=6); save_fig(tmp/'show_batch.png')
     lr_found = None if lr else find_lr(learn, tmp)  # a rate given with --lr needs no finder
     lr = lr or lr_found or 2e-3
