@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import fastai.metrics
 from fastai.torch_core import TensorImage, TensorMultiCategory
 from visioncourse.data import dataset_path
-from visioncourse.multilabel import (get_y, get_x_for, splitter, pascal_vocab, check_train_csv, pascal_block, pascal_dls,
+from visioncourse.multilabel import (get_y, get_x_for, splitter, label_vocab, check_train_csv, pascal_block, pascal_dls,
     binary_cross_entropy, accuracy_multi, best_threshold, mean_average_precision, per_class_thresholds,
     predict_with_thresholds, accuracy_multi_per_class, set_threshold, voc07_ap, voc07_map, capped_bs,
     PascalProblem)
@@ -30,7 +30,7 @@ def test_splitter_and_vocab_on_sample(df):
     train, valid = splitter(df)
     assert len(valid) == df['is_valid'].sum() and sorted(train + valid) == list(range(len(df)))
     assert all(isinstance(i, int) for i in train + valid)
-    assert len(pascal_vocab(df)) == 20
+    assert len(label_vocab(df, 'labels')) == 20
 
 def test_splitter_uses_positions_not_index(df):
     assert splitter(df.set_index('fname')) == splitter(df)
@@ -50,7 +50,7 @@ def test_pascal_dls_on_sample(df):
 
 def test_pascal_block_reads_vocab(tmp_path, df):
     path, rows = small_copy(tmp_path, df)
-    assert list(pascal_block(path, pascal_vocab(rows), size=32).datasets(rows).vocab) == pascal_vocab(rows)
+    assert list(pascal_block(path, label_vocab(rows, 'labels'), size=32).datasets(rows).vocab) == label_vocab(rows, 'labels')
 
 def test_batch_size_larger_than_training_set_is_lowered(tmp_path, df, capsys):
     path, _ = small_copy(tmp_path, df)
