@@ -35,7 +35,7 @@ readme: $(STAMP)
 	$(BIN)/python tools/readme.py
 
 # Every notebook, every cell: the `#| cuda` cells too, rehearsed on the CPU at quick sizes
-# (VISIONCOURSE_REHEARSAL=1; see nbs/00b_settings.ipynb). Only the device differs from a GPU run.
+# (VISIONCOURSE_REHEARSAL=1; see nbs/00_settings.ipynb). Only the device differs from a GPU run.
 nbtest: $(STAMP)
 	time VISIONCOURSE_REHEARSAL=1 $(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing --flags cuda
 
