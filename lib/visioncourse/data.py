@@ -151,29 +151,32 @@ def _from_fastai(name, tried):
     tried.append(f"fastai untar_data {path}: {problem}")
 
 # %% ../../nbs/00a_data.ipynb #4387d865
-_IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp'}
-
-def _images(folder):
-    return [p for p in Path(folder).rglob('*') if p.suffix.lower() in _IMAGE_EXTS]
-
 def _csv_rows(fn):
     import csv
-    with open(fn, newline='', encoding='utf-8') as f: return sum(1 for _ in csv.reader(f)) - 1
+    with open(fn, newline='', encoding='utf-8') as f: return list(csv.DictReader(f))
 
 def _biwi_count(path):
-    frames = _images(path)
+    frames = list(path.glob('*/*_rgb.jpg'))
     return f"{len(frames)} frames of {len({f.parent.name for f in frames})} persons"
 
+def _imdb_sample_count(path):
+    rows = _csv_rows(path/'texts.csv')
+    valid = sum(r.get('is_valid', '').strip().lower() == 'true' for r in rows)
+    return f"{len(rows)} reviews ({len(rows) - valid} train, {valid} valid)"
+
 def _imdb_count(path):
-    return f"{sum(len(list((path/d).glob('*.txt'))) for d in ('train/pos', 'train/neg', 'test/pos', 'test/neg'))} labelled reviews"
+    n = {s: sum(len(list((path/s/l).glob('*.txt'))) for l in ('neg', 'pos')) for s in ('train', 'test')}
+    unsup = next((d for d in (path/'unsup', path/'train'/'unsup') if d.is_dir()), None)
+    extra = f", {len(list(unsup.glob('*.txt')))} unlabelled" if unsup else ''
+    return f"{n['train'] + n['test']} reviews ({n['train']} train, {n['test']} valid){extra}"
 
 _COUNTS = {
-    'pets':           lambda p: f"{len(_images(p/'images'))} images",
-    'pascal_2007':    lambda p: f"{_csv_rows(p/'train.csv')} rows in train.csv",
+    'pets':           lambda p: f"{len(list((p/'images').glob('*.jpg')))} images",
+    'pascal_2007':    lambda p: f"{len(_csv_rows(p/'train.csv'))} rows in train.csv",
     'biwi_head_pose': _biwi_count,
-    'planet_sample':  lambda p: f"{_csv_rows(p/'labels.csv')} chips in labels.csv",
-    'camvid_tiny':    lambda p: f"{len(_images(p/'images'))} frames, {len((p/'codes.txt').read_text().split())} classes",
-    'imdb_sample':    lambda p: f"{_csv_rows(p/'texts.csv')} reviews in texts.csv",
+    'planet_sample':  lambda p: f"{len(_csv_rows(p/'labels.csv'))} chips in labels.csv",
+    'camvid_tiny':    lambda p: f"{len(list((p/'images').glob('*.png')))} frames, {len((p/'codes.txt').read_text().split())} classes",
+    'imdb_sample':    _imdb_sample_count,
     'imdb':           _imdb_count,
 }
 
