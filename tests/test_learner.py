@@ -1,15 +1,9 @@
-"Tests of `visioncourse.learner`: architectures by name, and the weights fallback for both kinds of learner."
+"""`course_learner` across modules (a U-Net on CamVid's `DataLoaders`), and every problem's dataset present here.
+`arch_fn` and the fallback for `vision_learner` are tested beside their code in nbs/00b_learner.ipynb."""
 import pytest
-from fastai.vision.all import resnet18, resnet34, unet_learner, Normalize
-from visioncourse.learner import arch_fn, course_learner
+from fastai.vision.all import unet_learner, Normalize
+from visioncourse.learner import course_learner
 from visioncourse.problems import PROBLEMS, get_problem
-
-def test_arch_fn_by_name_or_function():
-    assert arch_fn('resnet34') is resnet34 and arch_fn(resnet18) is resnet18
-
-@pytest.mark.parametrize('bad', ['resnet35', 'ResNet', '_api'])
-def test_arch_fn_names_the_unknown(bad):
-    with pytest.raises(ValueError, match=f"unknown architecture '{bad}'"): arch_fn(bad)
 
 def test_course_learner_makes_a_unet_without_weights(capsys):
     from visioncourse.camvid import camvid_dls

@@ -111,6 +111,7 @@ def write_results(problem, learn, out, settings, start):
     learn.visioncourse = dict(problem=problem.name, version=visioncourse.__version__)
     if learn.cbs.filter(lambda c: isinstance(c, EpochLine)):  # the exported learner shows fastai's usual bar wherever it is loaded
         learn.remove_cb(EpochLine); learn.add_cb(ProgressCallback())
+    learn.to_fp32()  # the export predicts in float32 wherever it is loaded (a CPU has no float16 autocast)
     learn.export(out/'model.pkl')
     report = dict(problem=problem.name, metrics={**dict(zip(names, map(float, values))), **{k: _jsonable(v) for k, v in extra.items()}},
                   settings=settings, device=device_name(), versions=library_versions(), wall_time_s=round(time.time()-start, 1))
@@ -148,6 +149,8 @@ def fit_lesson(run):
         print(f"visioncourse: only {len(dls.train_ds)} training items, fewer than --bs; using --bs {bs}")
         dls = make_dls(bs)
     learn = problem.learner(dls, run.arch, pretrained=run.pretrained)
+    fp16 = torch.cuda.is_available()
+    if fp16: learn.to_fp16()   # mixed precision on a GPU, as the book trains
     if plain_log(): use_line_log(learn)
     pretrained = learn.pretrained   # False when the weights could not be had
     if run.tmp is not None and problem.inputs == 'image': dls.show_batch(max_n=6); save_fig(run.tmp/'show_batch.png')
@@ -158,7 +161,7 @@ def fit_lesson(run):
         if pretrained: learn.fine_tune(run.epochs, base_lr=lr, cbs=counter)
         else: learn.fit_one_cycle(run.epochs, lr, cbs=counter)
     if num_distrib() > 1: print(f"visioncourse: process {rank_distrib()} of {num_distrib()} trained {counter.n} batches")
-    return learn, dict(bs=dls.train.bs, arch=run.arch, pretrained=pretrained, lr=float(lr), lr_found=lr_found)
+    return learn, dict(bs=dls.train.bs, arch=run.arch, pretrained=pretrained, lr=float(lr), lr_found=lr_found, mixed_precision=fp16)
 
 def fit_recipe(run):
     "A problem that trains in stages of its own: `problem.fit(run, setup)` in one process, `run.tmp` a temporary work folder."
