@@ -53,3 +53,70 @@ def pascal_model(pascal_run): return pascal_run.out/'model.pkl'
 
 @pytest.fixture(scope='session')
 def biwi_model(biwi_run): return biwi_run.out/'model.pkl'
+
+# --- stand-in pretrained weights: the code path of an online learner, offline ---
+
+IMAGENET_ARCHS = ('resnet18', 'resnet34', 'resnet50')   # the course's architectures (the problems' defaults, `--arch`)
+WT103_FILES = ('lstm_fwd.pth', 'itos_wt103.pkl')        # what fastai's wt103-fwd.tgz unpacks to
+WT103_VOCAB = ['xxunk', 'xxpad', 'xxbos', 'xxeos', 'xxfld', 'xxrep', 'xxwrep', 'xxup', 'xxmaj',   # fastai's special tokens
+               'the', ',', '.', 'and', 'a', 'of', 'to', 'is', 'it', 'in', 'i', 'this', 'that', 'was', 'as', 'with',
+               'movie', 'film', 'for', 'but', 'on', 'not', 'you', 'he', 'his', 'are', 'have', 'be', 'one', 'all',
+               'at', 'they', 'by', 'an', 'who', 'so', 'from', 'like', 'there', 'her', 'or', 'just', 'about', 'good']
+
+def imagenet_checkpoint(arch):
+    "The file name torchvision caches `arch`'s default ImageNet weights under (what fastai's `vision_learner` loads)."
+    import torchvision
+    return torchvision.models.get_model_weights(arch).DEFAULT.url.split('/')[-1]
+
+@pytest.fixture(scope='session')
+def standin_torch_home(tmp_path_factory):
+    "A private `TORCH_HOME` whose `hub/checkpoints` holds random ImageNet-shaped weights for each of `IMAGENET_ARCHS`."
+    import torch, torchvision
+    home = tmp_path_factory.mktemp('torch_home')
+    ckpt = home/'hub'/'checkpoints'
+    ckpt.mkdir(parents=True)
+    with torch.random.fork_rng():          # the caller's random state is left as it was
+        torch.manual_seed(20)
+        for arch in IMAGENET_ARCHS:
+            torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), ckpt/imagenet_checkpoint(arch))
+    return home
+
+@pytest.fixture(scope='session')
+def standin_fastai_home(tmp_path_factory):
+    "A private `FASTAI_HOME` whose `models/wt103-fwd` holds a random full-size `AWD_LSTM` language model and a small vocabulary."
+    import pickle, warnings, torch
+    from fastai.text.all import get_language_model, AWD_LSTM, awd_lstm_lm_config
+    home = tmp_path_factory.mktemp('fastai_home')
+    folder = home/'models'/'wt103-fwd'
+    folder.mkdir(parents=True)
+    with torch.random.fork_rng(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')    # torch.jit.script's deprecation, from fastai's AWD_LSTM
+        torch.manual_seed(103)
+        model = get_language_model(AWD_LSTM, len(WT103_VOCAB), config=awd_lstm_lm_config)
+        torch.save(model.state_dict(), folder/WT103_FILES[0])
+    (folder/WT103_FILES[1]).write_bytes(pickle.dumps(WT103_VOCAB))
+    return home
+
+@contextlib.contextmanager
+def standin_weights(torch_home, fastai_home):
+    """Point torch and fastai at the stand-in weights, and the course's reachability check at "offline", until the block ends.
+    The weights are random: what runs with them tests the code of the pretrained path (loading, freezing, rates,
+    normalisation), never the accuracy that real ImageNet or WikiText-103 weights would give."""
+    import sys
+    from fastai.data.external import fastai_cfg
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('TORCH_HOME', str(torch_home))
+        mp.setenv('FASTAI_HOME', str(fastai_home))
+        for name, mod in list(sys.modules.items()):   # whichever course module asks, the internet is out of reach
+            if name.split('.')[0] == 'visioncourse' and hasattr(mod, 'can_reach'):
+                mp.setattr(mod, 'can_reach', lambda *a, **k: False)
+        fastai_cfg.cache_clear()                      # fastai reads FASTAI_HOME once and caches its config
+        try: yield SimpleNamespace(torch_home=torch_home, fastai_home=fastai_home)
+        finally: fastai_cfg.cache_clear()
+
+@pytest.fixture
+def pretrained_weights(standin_torch_home, standin_fastai_home):
+    """Random stand-ins for ImageNet and WikiText-103 weights under the exact names torchvision and fastai load, in a
+    private `TORCH_HOME` and `FASTAI_HOME`, for this test only (other tests still find no weights). Random weights
+    test code, never accuracy."""
+    with standin_weights(standin_torch_home, standin_fastai_home) as homes: yield homes
