@@ -1,14 +1,26 @@
-"""Load test of `visioncourse serve`: a fixed number of predictions, a few at a time, on the loopback interface.
+"""Load test of `visioncourse serve` on the loopback interface: ordinary predictions, then hostile uploads.
 
 Starts `visioncourse serve MODEL` on a free port of 127.0.0.1 (a tiny pets model trained for the run unless --model
-is given), waits for /health, posts one pet photo to /predict `--requests` times with `--concurrency` requests in
-flight, then stops the server and prints requests per second, p50/p95 latency and the error count. Nothing leaves
-the machine, and nothing is written outside a temporary folder, removed at the end.
+is given), waits for /health, then:
 
-    python bench/serve_load.py [--requests 200] [--concurrency 8] [--model runs/pets/model.pkl]
+1. posts one pet photo to /predict `--requests` times with `--concurrency` requests in flight, and prints requests
+   per second, p50/p95 latency and the errors (any answer but 200);
+2. sends `--hostile` uploads, `--hostile-concurrency` at once, in a fixed shuffled mix: *bombs* (a 12,000 x 12,000
+   PNG of zeros, 410 KB on the wire, 432 MB once decoded), *large* images (a 6,000 x 4,000 PNG of zeros, 24
+   megapixels), 10 MB of random bytes named `.jpg`, and ordinary photos; it prints the status codes each kind got.
+
+All the while it samples the server's resident memory (`VmRSS` in /proc, every 20 ms) and prints the idle server's
+(after one warm-up prediction) beside the peak (`VmHWM`, the kernel's own high-water mark). If the server grows past
+`--rss-cap` MB it is killed (so a server without bounds cannot take the machine down) and the run says so.
+Nothing leaves the machine; nothing is written outside a temporary folder, removed at the end.
+
+    python bench/serve_load.py [--requests 100] [--concurrency 8] [--hostile 24] [--model runs/pets/model.pkl]
+
+To measure another version of the server with the same load, point PYTHONPATH at its `lib/` folder: the server is
+started with this environment, and the log line `visioncourse from ...` says which copy it imported.
 """
-import argparse, concurrent.futures, datetime, json, os, platform, shutil, socket, subprocess, sys, tempfile, time
-import urllib.request
+import argparse, collections, concurrent.futures, datetime, io, json, os, platform, random, shutil, socket, subprocess
+import sys, tempfile, threading, time, urllib.request
 from pathlib import Path
 
 def tiny_pets_model(folder, per_breed=5, size=32):
@@ -54,28 +66,72 @@ def percentile(xs, q):
     lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
-def load(url, image, n, concurrency, timeout=120):
-    "Post `image` to /predict `n` times, `concurrency` at once: (seconds, latencies of the successes in s, errors)."
+def status_kb(pid, field):
+    "A `kB` field of /proc/PID/status (VmRSS, VmHWM), in MB; None once the process is gone."
+    try:
+        for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+            if line.startswith(field + ':'): return int(line.split()[1]) / 1024
+    except OSError: return None
+
+class RssWatch(threading.Thread):
+    "Sample the resident memory of process `pid` every 20 ms; kill it once over `cap_mb`."
+    def __init__(self, pid, cap_mb):
+        super().__init__(daemon=True)
+        self.pid, self.cap_mb, self.peak, self.killed, self.running = pid, cap_mb, 0.0, False, True
+    def run(self):
+        while self.running:
+            rss = status_kb(self.pid, 'VmRSS')
+            if rss is None: return
+            self.peak = max(self.peak, rss)
+            if rss > self.cap_mb and not self.killed:
+                self.killed = True
+                os.kill(self.pid, 9)
+            time.sleep(0.02)
+
+def png_of_zeros(w, h):
+    "A PNG of `w` x `h` black RGB pixels, written row by row (never holding the whole image)."
+    import zlib, struct
+    def chunk(kind, data): return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    z, row, parts = zlib.compressobj(9), b'\x00' + b'\x00' * (3 * w), []
+    for _ in range(h): parts.append(z.compress(row))
+    parts.append(z.flush())
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
+            + chunk(b'IDAT', b''.join(parts)) + chunk(b'IEND', b''))
+
+def hostile_uploads(photo, n, seed=0):
+    "`n` (kind, filename, bytes, mime) uploads in a fixed shuffled mix: a third bombs, the rest large, junk and photos."
+    bomb, large = png_of_zeros(12_000, 12_000), png_of_zeros(6_000, 4_000)
+    junk = random.Random(seed).randbytes(10 * 2**20 - 4096)   # 10 MB, just under the upload limit
+    kinds = dict(bomb=('bomb.png', bomb, 'image/png'), large=('large.png', large, 'image/png'),
+                 junk=('junk.jpg', junk, 'image/jpeg'), photo=(photo.name, photo.read_bytes(), 'image/jpeg'))
+    mix = ['bomb'] * (n // 3) + ['large'] * (n // 6) + ['junk'] * (n // 6)
+    mix += ['photo'] * (n - len(mix))
+    random.Random(seed).shuffle(mix)
+    return [(k, *kinds[k]) for k in mix]
+
+def post_all(url, uploads, concurrency, timeout=300):
+    "Post each upload to /predict, `concurrency` at once: (seconds, [(kind, status or error name, seconds)])."
     import httpx
-    data = image.read_bytes()
     with httpx.Client(base_url=url, timeout=timeout, limits=httpx.Limits(max_connections=concurrency)) as client:
-        def one(_):
+        def one(u):
+            kind, name, data, mime = u
             start = time.perf_counter()
             try:
-                r = client.post('predict', files=dict(file=(image.name, data, 'image/jpeg')))
-                ok = r.status_code == 200 and 'prediction' in r.json()
-            except (httpx.HTTPError, ValueError): ok = False
-            return ok, time.perf_counter() - start
-        client.post('predict', files=dict(file=(image.name, data, 'image/jpeg')))  # warm-up, not counted
+                r = client.post('predict', files=dict(file=(name, data, mime)))
+                got = r.status_code if r.headers.get('content-type', '').startswith('application/json') else f'{r.status_code} not JSON'
+            except httpx.HTTPError as e: got = type(e).__name__
+            return kind, got, time.perf_counter() - start
         start = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(concurrency) as ex: results = list(ex.map(one, range(n)))
-        elapsed = time.perf_counter() - start
-    return elapsed, [t for ok, t in results if ok], sum(not ok for ok, _ in results)
+        with concurrent.futures.ThreadPoolExecutor(concurrency) as ex: results = list(ex.map(one, uploads))
+    return time.perf_counter() - start, results
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--requests', type=int, default=200, help='predictions to send (fixed: the run stops after them)')
-    p.add_argument('--concurrency', type=int, default=8, help='requests in flight at once')
+    p.add_argument('--requests', type=int, default=100, help='ordinary predictions to send (0: none)')
+    p.add_argument('--concurrency', type=int, default=8, help='ordinary requests in flight at once')
+    p.add_argument('--hostile', type=int, default=24, help='hostile uploads to send after them (0: none)')
+    p.add_argument('--hostile-concurrency', type=int, default=8, help='hostile requests in flight at once')
+    p.add_argument('--rss-cap', type=int, default=6000, help='MB of resident memory at which the server is killed')
     p.add_argument('--model', help='a model.pkl from `visioncourse train` (default: a tiny pets model trained now)')
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix='serve_load_'))
@@ -90,30 +146,65 @@ def main():
         cmd = ([str(exe), 'serve', str(model), '--port', str(port)] if exe.exists() else
                [sys.executable, '-c', f'from visioncourse.serve import serve; serve({str(model)!r}, port={port})'])
         log = open(work/'server.log', 'w')
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'OMP_NUM_THREADS': '1'})
         health = wait_healthy(url, proc)
+        import visioncourse
         from visioncourse.data import dataset_path
+        which = subprocess.run([sys.executable, '-c', 'import visioncourse; print(visioncourse.__file__)'],
+                               capture_output=True, text=True).stdout.strip()
+        print(f"visioncourse from {Path(which).parent.parent}")
         image = sorted((dataset_path('pets')/'images').glob('*.jpg'))[0]
-        elapsed, lat, errors = load(url, image, args.requests, args.concurrency)
+        post_all(url, [('photo', image.name, image.read_bytes(), 'image/jpeg')], 1)  # warm-up, not counted
+        time.sleep(1)
+        idle = status_kb(proc.pid, 'VmRSS')
+        watch = RssWatch(proc.pid, args.rss_cap); watch.start()
+        res = dict(idle_rss_mb=round(idle))
+        if args.requests:
+            elapsed, results = post_all(url, [('photo', image.name, image.read_bytes(), 'image/jpeg')] * args.requests, args.concurrency)
+            lat = [t for _, got, t in results if got == 200]
+            errors = sum(got != 200 for _, got, _ in results)
+            res.update(requests=args.requests, concurrency=args.concurrency, errors=errors,
+                       requests_per_s=round(args.requests / elapsed, 2), seconds=round(elapsed, 2),
+                       p50_ms=round(percentile(lat, 50) * 1000, 1) if lat else None,
+                       p95_ms=round(percentile(lat, 95) * 1000, 1) if lat else None)
+            print(f"{args.requests} predictions, {args.concurrency} at a time, on {url}: {res['requests_per_s']} requests/s, "
+                  f"p50 {res['p50_ms']} ms, p95 {res['p95_ms']} ms, {errors} errors; peak RSS so far {watch.peak:.0f} MB")
+        if args.hostile:
+            uploads = hostile_uploads(image, args.hostile)
+            elapsed, results = post_all(url, uploads, args.hostile_concurrency)
+            by_kind = collections.defaultdict(collections.Counter)
+            for kind, got, _ in results: by_kind[kind][str(got)] += 1
+            res.update(hostile=args.hostile, hostile_concurrency=args.hostile_concurrency, hostile_seconds=round(elapsed, 1),
+                       hostile_answers={k: dict(v) for k, v in sorted(by_kind.items())})
+            print(f"{args.hostile} hostile uploads, {args.hostile_concurrency} at a time, in {elapsed:.1f} s: "
+                  + '; '.join(f"{k}: {dict(v)}" for k, v in sorted(by_kind.items())))
+        time.sleep(0.5)
+        watch.running = False
+        hwm = status_kb(proc.pid, 'VmHWM')
+        peak = max(watch.peak, hwm or 0)
+        alive = proc.poll() is None
+        res.update(peak_rss_mb=round(peak), peak_over_idle_mb=round(peak - idle), server_alive=alive,
+                   killed_at_cap=watch.killed, rss_cap_mb=args.rss_cap)
+        if alive:
+            with urllib.request.urlopen(url + 'health', timeout=10) as r: res['health_after'] = json.load(r)['status']
+        print(f"server resident memory: idle {idle:.0f} MB, peak {peak:.0f} MB (+{peak - idle:.0f} MB)"
+              + (f"; KILLED at the {args.rss_cap} MB cap" if watch.killed else '')
+              + ('' if alive else '; the server is gone'))
         import torch, fastai, fastapi, uvicorn
-        res = dict(requests=args.requests, concurrency=args.concurrency, errors=errors,
-                   requests_per_s=round(args.requests / elapsed, 2), seconds=round(elapsed, 2),
-                   p50_ms=round(percentile(lat, 50) * 1000, 1) if lat else None,
-                   p95_ms=round(percentile(lat, 95) * 1000, 1) if lat else None,
-                   problem=health['problem'], model=str(model) if args.model else 'tiny pets resnet18 32 px',
-                   image=image.name, cpus=os.cpu_count(), torch_threads=torch.get_num_threads(),
+        res.update(problem=health['problem'], model=str(model) if args.model else 'tiny pets resnet18 32 px',
+                   image=image.name, cpus=os.cpu_count(), load_average=os.getloadavg()[0],
                    versions=dict(torch=torch.__version__, fastai=fastai.__version__, fastapi=fastapi.__version__,
                                  uvicorn=uvicorn.__version__, python=platform.python_version()),
                    date=datetime.date.today().isoformat())
-        print(f"{args.requests} predictions, {args.concurrency} at a time, on {url}: "
-              f"{res['requests_per_s']} requests/s, p50 {res['p50_ms']} ms, p95 {res['p95_ms']} ms, {errors} errors")
         print(json.dumps(res))
-        return 1 if errors else 0
+        return 1 if res.get('errors') or not alive else 0
     finally:
-        if proc is not None:
+        if proc is not None and proc.poll() is None:
             proc.terminate()
             try: proc.wait(timeout=20)
             except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+        if proc is not None and os.environ.get('SERVE_LOAD_LOG'):
+            shutil.copy(work/'server.log', os.environ['SERVE_LOAD_LOG'])
         shutil.rmtree(work, ignore_errors=True)
 
 if __name__ == '__main__':
