@@ -1,5 +1,6 @@
 # visioncourse: `make run` runs the course's main job, `make test` runs every test.
-# Both build the virtual environment (.venv) from settings.ini when it is missing.
+# Both build the virtual environment (.venv) when it is missing: the package and its dev extras from settings.ini,
+# at the exact versions verified together in constraints.txt.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,14 +9,16 @@ STAMP := $(VENV)/.installed
 # Small settings so the run takes a few minutes on a 2-core CPU; override on the command line.
 RUN_ARGS ?= --epochs 1 --size 64 --bs 32 --arch resnet18 --out runs/pets --force
 
-.PHONY: venv run test test-gpu readme sync-check nbtest pytest clean-check chromium lab clean bench
+CONSTRAINTS := constraints.txt
+
+.PHONY: venv run test test-gpu gpu-preflight readme sync-check clean-nbs-check nbtest pytest clean-check chromium lab clean bench
 
 venv: $(STAMP)
 
-$(STAMP): settings.ini setup.py
+$(STAMP): settings.ini setup.py $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) -e ".[dev]"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -29,6 +32,15 @@ sync-check: $(STAMP)
 	@diff -r -x __pycache__ -x '*.egg-info' $(VENV)/lib-before lib || { echo "nbdev_export changed lib/: run nbdev_export and commit lib/ with the notebooks"; exit 1; }
 	@echo "nbdev_export: lib/ in sync with nbs/"
 	$(BIN)/python tools/readme.py --check
+
+# Notebooks clean, as nbdev's own CI checks: nbdev_clean (execution counts, metadata) must not change any notebook.
+# It cleans a copy, so a failing check changes nothing; `.venv/bin/nbdev_clean` (or the pre-commit hook) fixes them.
+clean-nbs-check: $(STAMP)
+	@rm -rf $(VENV)/nbs-clean && cp -r nbs $(VENV)/nbs-clean
+	@$(BIN)/nbdev_clean --fname $(VENV)/nbs-clean
+	@diff -rq -x .ipynb_checkpoints nbs $(VENV)/nbs-clean || { echo "nbdev_clean would change the notebooks above: run .venv/bin/nbdev_clean (or install the pre-commit hook, see README) and commit"; exit 1; }
+	@rm -rf $(VENV)/nbs-clean
+	@echo "nbdev_clean: every notebook is clean"
 
 # README.md is generated from nbs/index.ipynb (nbdev_readme needs quarto, which cannot be installed offline).
 readme: $(STAMP)
@@ -58,15 +70,29 @@ clean-check:
 # side, each torch process on one thread, so the cores stay busy to the end; each prints its log when it ends.
 # `make nbtest` or `make pytest` runs one of them alone.
 NB_WORKERS ?= 1
-test: sync-check
+test: sync-check clean-nbs-check
 	@echo "make test: nbtest and pytest run side by side; each prints its log when it finishes"
 	time OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j2 --output-sync=target NB_WORKERS=2 nbtest pytest
 	@$(MAKE) --no-print-directory clean-check
 
-# On a GPU machine: the notebooks' `#| cuda` cells at the book's sizes, in mixed precision.
-test-gpu: $(STAMP)
-	@$(BIN)/python -c "import sys, torch; torch.cuda.is_available() or sys.exit('make test-gpu: PyTorch sees no CUDA GPU on this machine; make test rehearses the GPU cells on the CPU instead')"
-	time $(BIN)/nbdev_test --n_workers 1 --timing --flags cuda
+# On a GPU machine: the notebooks' `#| cuda` cells at the book's sizes, in mixed precision. First the pre-flight
+# (torch and its CUDA build, the GPUs and their memory, /dev/shm), which stops with the reason when CUDA is unusable.
+# Then each notebook with GPU cells in a process of its own: nbdev_test's worker pool reuses processes, and a run
+# leaves process-wide state behind (set_seed(reproducible=True) turns cuDNN's deterministic mode on).
+# VISIONCOURSE_GPU_BS_SCALE=0.5 and VISIONCOURSE_WORKERS=4 scale the book's batches and workers down (nbs/00_settings.ipynb).
+GPU_NBS ?= $(shell grep -l '"\#| cuda' nbs/[0-9]*.ipynb)
+gpu-preflight: $(STAMP)
+	@$(BIN)/python tools/gpu_preflight.py
+
+test-gpu: gpu-preflight
+	@failed=""; for nb in $(GPU_NBS); do \
+	  echo "make test-gpu: $$nb"; \
+	  start=$$(date +%s); \
+	  $(BIN)/nbdev_test --path $$nb --flags cuda --do_print || failed="$$failed $$nb"; \
+	  echo "make test-gpu: $$nb took $$(( $$(date +%s) - start )) s"; \
+	done; \
+	test -z "$$failed" || { echo "make test-gpu: failed:$$failed"; exit 1; }
+	@echo "make test-gpu: every GPU cell passed"
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab nbs
