@@ -1,7 +1,7 @@
-"""`visioncourse serve` in a real browser: start the server on a free loopback port with a tiny trained model, open
-its page in headless Chromium, upload a photo through the page's file input and check the prediction shown.
-Screenshots go to tests/screenshots/ (git-ignored)."""
-import json, os, shutil, socket, subprocess, sys, time, urllib.request
+"""`visioncourse serve` in a real browser: start the server on a free loopback port with a small trained model, open
+its page in headless Chromium, upload a photo through the page's file input (or, for the IMDB model, type a review
+into its text box) and check the prediction shown. Screenshots go to tests/screenshots/ (git-ignored)."""
+import contextlib, json, os, shutil, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
 
@@ -10,7 +10,7 @@ SHOTS = Path(__file__).parent/'screenshots'
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'no Chromium at {CHROMIUM}')
 sync_api = pytest.importorskip('playwright.sync_api')
 
-from test_serve import served_model, photos  # noqa: F401 (fixtures: the session's tiny pets model, sample photos)
+from test_serve import served_model, photos, imdb_model  # noqa: F401 (fixtures: the session's small pets and IMDB models, photos)
 
 def free_port():
     with socket.socket() as s:
@@ -24,10 +24,11 @@ def serve_command(model, port):
         if 'serve' in r.stdout: return [str(exe), 'serve', str(model), '--port', str(port)]
     return [sys.executable, '-c', f'from visioncourse.serve import serve; serve({str(model)!r}, port={port})']
 
-@pytest.fixture(scope='module')
-def server(served_model):
+@contextlib.contextmanager
+def running(model):
+    "`visioncourse serve MODEL` on a free loopback port: (its URL, its /health answer), stopped at the end."
     port = free_port()
-    proc = subprocess.Popen(serve_command(served_model, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(serve_command(model, port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f'http://127.0.0.1:{port}/'
     try:
         deadline = time.time() + 120
@@ -46,6 +47,14 @@ def server(served_model):
         except subprocess.TimeoutExpired: proc.kill(); proc.wait()
 
 @pytest.fixture(scope='module')
+def server(served_model):
+    with running(served_model) as s: yield s
+
+@pytest.fixture(scope='module')
+def text_server(imdb_model):
+    with running(imdb_model) as s: yield s
+
+@pytest.fixture(scope='module')
 def browser():
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu',
@@ -61,7 +70,7 @@ def api_predict(url, fn):
 
 def test_upload_through_page(server, browser, photos):
     url, health = server
-    assert health['problem'] == 'pets' and health['model'] == 'model.pkl'
+    assert health['problem'] == 'pets' and health['model'] == 'model.pkl' and health['inputs'] == 'image'
     fn = photos[0]
     page = browser.new_page(viewport=dict(width=900, height=900))
     errors = []
@@ -82,12 +91,45 @@ def test_upload_through_page(server, browser, photos):
     assert not errors, errors
 
 def test_bad_upload_through_page(server, browser, tmp_path):
+    "A file that is not an image: the page shows the server's own error line, and no prediction."
+    import httpx
     url, _ = server
     bad = tmp_path/'notes.txt'; bad.write_text('not a picture')
+    said = httpx.post(url + 'predict', files=dict(file=(bad.name, bad.read_bytes(), 'text/plain')), timeout=60)
+    assert said.status_code == 400 and said.json()['error'].startswith('notes.txt: ')
     page = browser.new_page()
     page.goto(url)
     page.set_input_files('#file', str(bad))
-    sync_api.expect(page.locator('#status')).to_have_text('Error: notes.txt: not an image (no image format recognised)', timeout=30_000)
+    sync_api.expect(page.locator('#status')).to_have_text('Error: ' + said.json()['error'], timeout=30_000)
+    assert page.locator('#prediction h2').count() == 0
+
+def test_text_model_through_page(text_server, browser):
+    "The IMDB model's page shows a text box, not a file picker; a review typed there gets the API's prediction."
+    import httpx
+    url, health = text_server
+    assert health['problem'] == 'imdb' and health['inputs'] == 'text'
+    review = 'A wonderful, moving film: the cast is superb and the story stays with you.'
+    page = browser.new_page(viewport=dict(width=900, height=700))
+    errors = []
+    page.on('pageerror', lambda e: errors.append(str(e)))
+    page.goto(url)
+    sync_api.expect(page.locator('#problem')).to_have_text('imdb (model.pkl)')
+    sync_api.expect(page.locator('#text')).to_be_visible()
+    assert not page.locator('#drop').is_visible() and not page.locator('#file').is_visible()
+    page.fill('#text', review)
+    page.click('#send')
+    label = page.locator('#prediction h2.label')
+    label.wait_for(timeout=60_000)
+    expected = httpx.post(url + 'predict', json=dict(text=review), timeout=60).json()['prediction']
+    assert label.inner_text() == f"{expected['label']} ({100 * expected['probability']:.1f}%)"
+    assert page.locator('#prediction .bar').count() == len(expected['probs'])   # two classes: both bars
+    assert page.locator('#status').inner_text() == review[:60] + '...'
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS/'serve_imdb.png'), full_page=True)
+    page.fill('#text', '   ')
+    page.click('#send')
+    sync_api.expect(page.locator('#status')).to_have_text('Error: text: the text is empty', timeout=30_000)
+    assert not errors, errors
 
 def test_every_kind_of_answer(server, browser, photos):
     "The page draws each kind of prediction JSON the course's problems give: tags, a point, a mask."

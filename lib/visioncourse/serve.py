@@ -200,7 +200,7 @@ def make_app(learn, problem, model_name='model.pkl', limits=None):
     async def predict(request: Request):
         try: gate.enter()
         except ClientError as e: return _error(e.status, str(e), **{'Retry-After': '1'})
-        name = 'upload'
+        item, name = None, 'upload'
         try:
             item, name = await read_input(request, problem)
             return await run_in_threadpool(work, item, name)
@@ -209,7 +209,9 @@ def make_app(learn, problem, model_name='model.pkl', limits=None):
         except Exception:
             log.exception("predicting %s with the %s model failed", name, problem.name)
             return _error(500, FAILED)
-        finally: gate.leave()
+        finally:
+            gate.leave()
+            if isinstance(item, UploadFile): await item.close()   # its spooled temporary file
 
     return app
 
