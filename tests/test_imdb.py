@@ -1,24 +1,22 @@
-"""The IMDB (ULMFiT) problem: reading both dataset layouts, bad input, the weights fallback, and a tiny full run."""
+"""The IMDB (ULMFiT) problem as a package: the registry, bad input on disk left untouched, the weights fallback
+(offline, patched), and a tiny full run through `ImdbProblem.fit`, export and load. Reading both layouts and every
+error message are checked in nbs/07_imdb.ipynb's appendix."""
 import warnings
 from pathlib import Path
 import pandas as pd
 import pytest
 
-warnings.filterwarnings('ignore', message='.*torch.jit.script.*')
+warnings.filterwarnings('ignore', message='.*torch.jit.script.*')   # fastai/layers.py's @script at import
 from visioncourse import imdb
-from visioncourse.imdb import ImdbProblem, imdb_df, imdb_files, read_texts_csv, course_text_learner, awd_config, LABELS
+from visioncourse.imdb import ImdbProblem, course_text_learner, awd_config, LABELS
 from visioncourse.data import dataset_path
 from visioncourse.problems import get_problem
+from visioncourse.training import RunConfig
 
 
 @pytest.fixture(scope='module')
-def sample():
-    return dataset_path('imdb_sample')
-
-
-@pytest.fixture(scope='module')
-def full(sample):
-    return pd.read_csv(sample/'texts.csv')
+def full():
+    return pd.read_csv(dataset_path('imdb_sample')/'texts.csv')
 
 
 def write_csv(folder, df):
@@ -27,76 +25,38 @@ def write_csv(folder, df):
     return folder
 
 
-def fake_imdb(root, unsup=True):
-    "A tiny dataset in fastai's full IMDB layout: 2 training and 1 test review per class, 2 unlabelled."
-    for split, n in [('train', 2), ('test', 1)]:
-        for lbl in ('neg', 'pos'):
-            (root/split/lbl).mkdir(parents=True)
-            for i in range(n): (root/split/lbl/f'{i}_7.txt').write_text(f'A {lbl} review number {i}.')
-    if unsup:
-        (root/'unsup').mkdir()
-        for i in range(2): (root/'unsup'/f'{i}_0.txt').write_text(f'An unlabelled review {i}.')
-    return root
-
-
 def test_registry():
     p = get_problem('imdb')
     assert isinstance(p, ImdbProblem)
     assert (p.name, p.dataset, p.arch, p.inputs) == ('imdb', 'imdb_sample', 'AWD_LSTM', 'text')
 
 
-def test_sample(sample, full):
-    df = imdb_df(sample)
-    assert len(df) == len(full) and df.is_valid.sum() == full.is_valid.sum()
-    assert set(df.label) == set(LABELS)
-    assert df.text[0].startswith('Un-bleeping-believable!')     # the sample's first review (README.txt)
-    p = ImdbProblem()
-    assert p.files(sample) == [sample/'texts.csv'] == p.check(sample)
-    n_valid = int(full.is_valid.sum())
-    assert p.count(sample) == f'{len(full)} reviews ({len(full) - n_valid} train, {n_valid} valid)'
+def _bad_label(root, full):
+    write_csv(root, full.assign(label=full.label.where(full.index != 0, 'neutral')))
+    return root/'texts.csv', "row 1 has label 'neutral'"
 
+def _missing_folder(root, full):
+    for d in ('train/neg', 'train/pos', 'test/neg'):
+        (root/d).mkdir(parents=True)
+        (root/d/'0_7.txt').write_text('A review.')
+    return root/'test'/'pos', 'folder not found'
 
-def test_full_layout(tmp_path):
-    root = fake_imdb(tmp_path/'imdb')
-    df = imdb_df(root)
-    assert list(df.columns) == ['label', 'text', 'is_valid']
-    assert len(df) == 6 and df.is_valid.sum() == 2
-    assert df.label.tolist() == ['negative', 'negative', 'positive', 'positive', 'negative', 'positive']
-    assert len(imdb_df(root, unsup=True)) == 8
-    assert len(imdb_files(root)) == 8
-    assert ImdbProblem().count(root) == '6 reviews (4 train, 2 valid), 2 unlabelled'
-    # the original aclImdb archive keeps the unlabelled reviews in train/unsup
-    (root/'unsup').rename(root/'train'/'unsup')
-    assert len(imdb_df(root, unsup=True)) == 8
-
-
-@pytest.mark.parametrize('change, message', [
-    (lambda df: df.drop(columns='text'), 'missing column(s) text'),
-    (lambda df: df.drop(columns=['label', 'is_valid']), 'missing column(s) label, is_valid'),
-    (lambda df: df.assign(text=df.text.where(df.index != 5, '')), 'row 6 has an empty text'),
-    (lambda df: df.assign(label=df.label.where(df.index != 0, 'neutral')), "row 1 has label 'neutral'"),
-    (lambda df: df.assign(is_valid=df.is_valid.astype(object).where(df.index != 2, 'maybe')), "row 3 has is_valid 'maybe'"),
-    (lambda df: df[df.is_valid], 'no training reviews'),
-])
-def test_bad_csv(tmp_path, full, change, message):
-    folder = write_csv(tmp_path/'data', change(full.copy()))
-    before = (folder/'texts.csv').read_bytes()
-    with pytest.raises(ValueError) as e: ImdbProblem().check(folder)
-    msg = str(e.value)
-    assert str(folder/'texts.csv') in msg and message in msg and '\n' not in msg
-    assert (folder/'texts.csv').read_bytes() == before          # nothing the user had is changed
-
-
-def test_missing_csv(tmp_path):
-    with pytest.raises(FileNotFoundError, match='texts.csv: file not found'): imdb_df(tmp_path)
-
-
-def test_bad_review_file(tmp_path):
-    root = fake_imdb(tmp_path/'imdb')
-    (root/'test'/'pos'/'0_7.txt').write_text('\n  \n')
-    with pytest.raises(ValueError, match=r'0_7.txt: empty text'): ImdbProblem().check(root)
+def _not_utf8(root, full):
+    _missing_folder(root, full)
+    (root/'test'/'pos').mkdir()
     (root/'test'/'pos'/'0_7.txt').write_bytes(b'\xff\xfe bad')
-    with pytest.raises(ValueError, match=r'0_7.txt: not UTF-8 text'): imdb_df(root)
+    return root/'test'/'pos'/'0_7.txt', 'not UTF-8 text'
+
+@pytest.mark.parametrize('make', [_bad_label, _missing_folder, _not_utf8])
+def test_check_names_the_problem_and_changes_nothing(tmp_path, full, make):
+    "`check` (before any training) fails in one line naming the file or folder, and leaves every file as it was."
+    root = tmp_path/'data'; root.mkdir()
+    where, message = make(root, full)
+    before = {f: f.read_bytes() for f in root.rglob('*') if f.is_file()}
+    with pytest.raises((ValueError, FileNotFoundError)) as e: ImdbProblem().check(root)
+    msg = str(e.value)
+    assert msg.startswith(str(where)) and message in msg and '\n' not in msg
+    assert {f: f.read_bytes() for f in root.rglob('*') if f.is_file()} == before
 
 
 @pytest.fixture(scope='module')
@@ -112,32 +72,41 @@ def test_weights_offline(tiny_dls, monkeypatch, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert out == ['visioncourse: the WikiText-103 weights are not cached and cannot be downloaded; '
                    'training from random weights (pretrained=False).']
-    assert learn.model[0].encoder.weight.shape[1] == 400
+    assert learn.model[0].encoder.weight.shape[1] == 400 and learn.pretrained is False
 
 
 def test_weights_reduced(tiny_dls, capsys):
-    course_text_learner(tiny_dls, config=awd_config(dict(emb_sz=16, n_hid=32, n_layers=2)))
+    learn = course_text_learner(tiny_dls, config=awd_config(dict(emb_sz=16, n_hid=32, n_layers=2)))
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and 'fit only the full-size AWD_LSTM' in out[0] and 'emb_sz=16, n_hid=32, n_layers=2' in out[0]
+    assert learn.pretrained is False
 
 
 def test_fit_predict_export(tmp_path, full):
-    "The command line's path: fit on a small copy of the sample, plots, predict, export and load."
+    "The command line's path: `fit` with a `RunConfig` on a small copy of the sample, plots, export, load, predict."
     from fastai.learner import load_learner
     small = full.groupby('is_valid', group_keys=False).head(24)
     data = write_csv(tmp_path/'data', small)
     p = ImdbProblem()
-    learn = p.fit(data, epochs=1, bs=8, lr=None, pretrained=True, seed=0, size=16, work=tmp_path/'work', quick=True)
-    assert (tmp_path/'work'/'models'/'finetuned.pth').is_file()
+    with pytest.raises(ValueError, match='run.tmp'): p.fit(RunConfig(problem='imdb', path=data))
+    made = []
+    run = RunConfig(problem='imdb', path=data, tmp=tmp_path/'work', epochs=1, size=16, bs=8, seed=0, workers=0, quick=True)
+    learn = p.fit(run, setup=made.append)
+    assert len(made) == 2 and made[1] is learn      # setup saw the language model, then the classifier
+    assert (tmp_path/'work'/'models'/'fine_tuned_enc.pth').is_file()
     assert list(learn.dls.vocab[1]) == ['negative', 'positive']
+    assert learn.ulmfit['bptt'] == 16 and learn.ulmfit['awd'] == imdb.QUICK['awd']
     extra = p.plots(learn, tmp_path)
     assert (tmp_path/'confusion_matrix.png').is_file()
     assert sum(map(sum, extra['confusion_matrix'])) == 24 and extra['lm_perplexity'] > 1
     learn.export(tmp_path/'imdb.pkl')
     learn2 = load_learner(tmp_path/'imdb.pkl')
-    pred = p.predict(learn2, 'I really liked that movie!')
+    out = tmp_path/'out'; out.mkdir()
+    pred = p.predict(learn2, 'I really liked that movie!', out=out)
+    assert not any(out.iterdir())                   # a text prediction writes nothing
     assert pred['label'] in LABELS and set(pred['probs']) == set(LABELS)
     assert abs(sum(pred['probs'].values()) - 1) < 1e-5 and pred['probability'] == pred['probs'][pred['label']]
     line = p.describe('word ' * 40, pred)
     assert line.startswith("'word word") and '...' in line and pred['label'] in line and len(line) < 110
+    assert p.describe(Path('review.txt'), pred).startswith('review.txt: ')
     with pytest.raises(ValueError, match='empty'): p.predict(learn2, '   ')
