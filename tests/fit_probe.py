@@ -27,17 +27,15 @@ class FitProbe(Callback):
     "Record each fit and each batch of the learner it is on, into `RUN`."
     order = 99   # after ParamScheduler has set the batch's learning rates
     def before_fit(self):
-        self.rec = None
+        self.rec = self.start = None
         if not RUN.on: return
-        m, key = self.learn.model, id(self.learn)
-        self.finder = any(isinstance(c, LRFinder) for c in self.learn.cbs)
+        m = self.learn.model
         groups = self.learn.opt.param_lists if self.learn.opt is not None else []   # no optimizer yet: `get_preds` first
         group = {id(p): i for i, ps in enumerate(groups) for p in ps}
         norm = {f'{mn}.{pn}' if mn else pn for mn, mod in m.named_modules() if isinstance(mod, NORM_LAYERS)
                 for pn, _ in mod.named_parameters(recurse=False)}
-        self.start = _snapshot(m)
-        if key not in {f['learner'] for f in RUN.fits}: RUN.first.append((key, type(m).__name__, self.start))
-        self.rec = dict(learner=key, model=type(m).__name__, finder=self.finder, n_epoch=self.n_epoch, lrs=[],
+        self.rec = dict(learner=id(self.learn), model=type(m).__name__, n_epoch=self.n_epoch, lrs=[],
+                        finder=any(isinstance(c, LRFinder) for c in self.learn.cbs),
                         group={n: group.get(id(p)) for n, p in m.named_parameters()}, n_groups=len(groups),
                         trainable={n: p.requires_grad for n, p in m.named_parameters()}, norm_params=norm)
         RUN.fits.append(self.rec)
@@ -45,13 +43,20 @@ class FitProbe(Callback):
         if not RUN.on: return
         RUN.batches.append(dict(learner=id(self.learn), training=self.training, norm=_norm(self.dl),
                                 shape=tuple(self.xb[0].shape) if len(self.xb) else None))
-        if self.training and getattr(self, 'rec', None) is not None: self.rec['lrs'].append([h['lr'] for h in self.learn.opt.hypers])
+        if not self.training or getattr(self, 'rec', None) is None: return
+        if self.start is None:   # the weights the fit starts from (nothing has changed them since before_fit)
+            self.start = _snapshot(self.learn.model)
+            self.rec['start_sums'] = {n: t.double().sum().item() for n, t in self.start.items()}
+            if id(self.learn) not in {k for k, _, _ in RUN.first}: RUN.first.append((id(self.learn), self.rec['model'], self.start))
+        self.rec['lrs'].append([h['lr'] for h in self.learn.opt.hypers])
     def after_fit(self):
         if getattr(self, 'rec', None) is None: return
-        end = _snapshot(self.learn.model)
-        self.rec['changed'] = {n for n, t in end.items() if not torch.equal(t, self.start[n])}
-        self.rec['trained'] = bool(self.rec['lrs'])   # False for `get_preds` and `validate`, which run before_fit too
-        RUN.last[id(self.learn)] = end
+        self.rec['trained'] = self.start is not None   # False for `get_preds` and `validate`, which run before_fit too
+        self.rec['changed'] = set()
+        if self.start is not None:
+            end = _snapshot(self.learn.model)
+            self.rec['changed'] = {n for n, t in end.items() if not torch.equal(t, self.start[n])}
+            RUN.last[id(self.learn)] = end
         self.start = self.rec = None
 
 @contextlib.contextmanager

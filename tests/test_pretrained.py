@@ -53,15 +53,15 @@ def assert_fine_tune(run, torch_home, lr, arch='resnet18'):
     one unfrozen at `slice(lr/2/100, lr/2)` (fastai/callback/schedule.py: `base_lr /= 2`, `lr_mult=100`, `div=5`)."""
     key, _, start = run.first[0]
     frozen, unfrozen = fits_of(run, key)
-    first = fits_of(run, key, finder=True) + [frozen]
-    body = [start[n] for n in frozen['group'] if frozen['group'][n] < frozen['n_groups'] - 1]
-    assert len(body) == len(standin_body(torch_home, arch)) and all(torch.equal(a, b) for a, b in zip(body, standin_body(torch_home, arch)))
+    standin = standin_body(torch_home, arch)
+    body = [n for n in frozen['group'] if frozen['group'][n] < frozen['n_groups'] - 1]
+    assert len(body) == len(standin) and all(torch.equal(start[n], t) for n, t in zip(body, standin))
+    assert [frozen['start_sums'][n] for n in body] == [t.double().sum().item() for t in standin]   # after the finder, too
     assert frozen['n_groups'] == 3 and all(f['n_epoch'] == 1 for f in (frozen, unfrozen))
     assert_frozen_fit(frozen)
     assert_rates(frozen, lr/25, [0.1, 0.1, 1])            # slice(lr): lr/10 for the (frozen) body; one-cycle starts at lr/div, div=25
     assert all(unfrozen['trainable'].values()) and set(unfrozen['trainable']) == unfrozen['changed']
     assert_rates(unfrozen, lr/2/5, [0.01, 0.1, 1])         # slice(lr/200, lr/2) over 3 groups, one-cycle from lr/2/div, div=5
-    assert first[0]['finder'] or first[0] is frozen
 
 def assert_normalized(run, learner=None):
     "Every batch the learner saw (training, validation, the finder's, predictions) went through ImageNet `Normalize`."
@@ -100,16 +100,23 @@ def test_pretrained_standins_are_found_and_leave_nothing_behind(standin_torch_ho
 # --- image classifier, U-Net, keypoints: `visioncourse train` on the pretrained path ---
 
 def test_train_pets_pretrained(pretrained_weights, pets_small, tmp_path):
-    "`fine_tune` from the stand-in: the finder's rate, a frozen epoch, an unfrozen one, every batch normalised."
+    """`fine_tune` from the stand-in: the finder's rate, a frozen epoch, an unfrozen one, every batch normalised, in
+    training and in the exported model's predictions."""
     with probing() as run:
         res, report = train(tmp_path/'pets', 'pets', '--data', pets_small, '--epochs', '1', '--size', '32', '--bs', '8',
                             '--arch', 'resnet18')
+        fn = sorted(pets_small.glob('images/*.jpg'))[0]
+        pred = run_cli('predict', tmp_path/'pets'/'model.pkl', fn)
     assert len(epoch_lines(res)) == 2, res.stdout                       # one frozen epoch, then one unfrozen
     lr = report['settings']['lr']
     assert report['settings']['lr_found'] == lr and fits_of(run, finder=True)   # the finder ran, on the frozen model
     assert all(not any(f['trainable'][n] for n in body_and_head(f)[0]) for f in fits_of(run, finder=True))
     assert_fine_tune(run, pretrained_weights.torch_home, lr)
     assert_normalized(run)
+    assert pred.returncode == 0 and str(fn) in pred.stdout, pred.stderr[-2000:]
+    loaded = {b['learner'] for b in run.batches} - {run.first[0][0]}   # the exported model, loaded by `predict`
+    assert len(loaded) == 1
+    assert_normalized(run, loaded.pop())
 
 @pytest.fixture
 def camvid_small(tmp_path):
@@ -176,12 +183,12 @@ def test_planet_progressive_resizing_pretrained(pretrained_weights, tmp_path):
 
 @pytest.fixture
 def imdb_small(tmp_path):
-    "24 training and 8 validation reviews of the sample, each cut to its first 40 words."
+    "16 training and 4 validation reviews of the sample, each cut to its first 24 words."
     rows = list(csv.reader(open(dataset_path('imdb_sample')/'texts.csv', newline='', encoding='utf-8')))
-    keep = [r for r in rows[1:] if r[2] == 'False'][:24] + [r for r in rows[1:] if r[2] == 'True'][:8]
+    keep = [r for r in rows[1:] if r[2] == "False"][:16] + [r for r in rows[1:] if r[2] == "True"][:4]
     data = tmp_path/'imdb_sample'; data.mkdir()
     with open(data/'texts.csv', 'w', newline='', encoding='utf-8') as f:
-        csv.writer(f).writerows(rows[:1] + [r[:1] + [' '.join(r[1].split()[:40])] + r[2:] for r in keep])
+        csv.writer(f).writerows(rows[:1] + [r[:1] + [' '.join(r[1].split()[:24])] + r[2:] for r in keep])
     return data
 
 def test_train_imdb_ulmfit_pretrained(pretrained_weights, imdb_small, tmp_path, monkeypatch):
@@ -193,7 +200,7 @@ def test_train_imdb_ulmfit_pretrained(pretrained_weights, imdb_small, tmp_path, 
     lr = 1e-2
     sd = torch.load(pretrained_weights.fastai_home/'models'/'wt103-fwd'/WT103_FILES[0], weights_only=True)
     with probing() as run:
-        res, report = train(tmp_path/'imdb', 'imdb', '--data', imdb_small, '--epochs', '1', '--size', '16', '--bs', '4',
+        res, report = train(tmp_path/'imdb', 'imdb', '--data', imdb_small, '--epochs', '1', '--size', '16', '--bs', '8',
                             '--lr', lr)
     assert len(epoch_lines(res)) == 6, res.stdout
     assert report['metrics']['lm_perplexity'] > 0 and report['settings']['lr'] == lr
