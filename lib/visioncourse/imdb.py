@@ -8,7 +8,6 @@ __all__ = ['LABELS', 'LAYOUT', 'QUICK', 'BOOK', 'problem', 'imdb_clas_dls', 'imd
            'fit_ulmfit', 'ImdbProblem']
 
 # %% ../../nbs/07_imdb.ipynb #99c43804
-import tempfile
 from copy import copy
 from pathlib import Path
 import pandas as pd
