@@ -164,7 +164,7 @@ def test_truncated_image_stops_with_its_name(cli, tmp_path):
 
 def test_corrupt_image_in_pascal(cli, pascal_copy, tmp_path):
     (pascal_copy/'train'/'000032.jpg').write_text('not a jpeg')
-    one_line_error(cli('train', 'pascal', '--data', pascal_copy, '--out', tmp_path/'o'), '000032.jpg', 'does not decode')
+    one_line_error(cli('train', 'pascal', '--data', pascal_copy, '--out', tmp_path/'o'), '000032.jpg', 'not an image')
 
 @pytest.mark.parametrize('edit,fragments', [
     (lambda t: t.replace('fname,labels,is_valid', 'file,labels,is_valid'), ['train.csv', 'fname']),
@@ -219,7 +219,7 @@ def test_predict_rejects_files_that_are_not_exports(cli, tmp_path):
 
 def test_predict_image_that_does_not_decode(cli, pets_model, tmp_path):
     bad = tmp_path/'notes.jpg'; bad.write_text('hello')
-    one_line_error(cli('predict', pets_model, bad), bad, 'does not decode')
+    one_line_error(cli('predict', pets_model, bad), bad, 'not an image')
     one_line_error(cli('predict', pets_model, tmp_path/'gone.jpg'), 'gone.jpg', 'does not exist')
 
 def test_predict_text_options_checked_first(cli, pets_model, tmp_path):
