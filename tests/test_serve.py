@@ -38,6 +38,15 @@ def imdb_model(cli, tmp_path_factory):
     assert res.returncode == 0, res.stderr[-3000:]
     return tmp/'run'/'model.pkl'
 
+@pytest.fixture(scope='session')
+def planet_model(cli, tmp_path_factory):
+    "A Planet model: `visioncourse train planet` at the session's small settings (tests/conftest.py)."
+    from conftest import SMALL
+    out = tmp_path_factory.mktemp('planet_serve')/'run'
+    res = cli('train', 'planet', *SMALL, '--lr', '1e-2', '--out', out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out/'model.pkl'
+
 @pytest.fixture(scope='module')
 def text_loaded(imdb_model):
     from visioncourse.serve import load_served
@@ -383,9 +392,10 @@ def test_bad_text(text_client, kwargs, status, says):
 
 # --- every problem of the registry ---
 
-@pytest.mark.parametrize('which,keys', [('pascal_model', {'labels', 'threshold', 'probs'}), ('biwi_model', {'x', 'y'})])
+@pytest.mark.parametrize('which,keys', [('pascal_model', {'labels', 'threshold', 'probs'}), ('biwi_model', {'x', 'y'}),
+                                        ('planet_model', {'labels', 'threshold', 'probs'})])
 def test_other_image_problems(request, which, keys, photos):
-    "PASCAL's tags and BIWI's head centre come back as JSON the page can draw."
+    "PASCAL's and Planet's tags and BIWI's head centre come back as JSON the page can draw."
     from fastapi.testclient import TestClient
     from visioncourse.serve import load_served, make_app
     c = TestClient(make_app(*load_served(request.getfixturevalue(which))))
