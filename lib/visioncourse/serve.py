@@ -84,7 +84,7 @@ class Gate:
     def enter(self):
         "Count a request in, or raise a 503 `ClientError` if `busy + waiting` are already in."
         with self.count:
-            if self.inside >= self.most: raise ClientError(503, f"server busy: its {self.most} places for requests at work or waiting are taken; try again shortly")
+            if self.inside >= self.most: raise ClientError(503, f"server busy: the limit of {self.most} requests at work or waiting is reached; try again shortly")
             self.inside += 1
     def leave(self):
         with self.count: self.inside -= 1
