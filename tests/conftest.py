@@ -83,7 +83,7 @@ def standin_torch_home(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def standin_fastai_home(tmp_path_factory):
-    "A private `FASTAI_HOME` whose `models/wt103-fwd` holds a random full-size `AWD_LSTM` language model and a small vocabulary."
+    "A private `FASTAI_HOME` whose `models/wt103-fwd` holds a random full-size `AWD_LSTM` language model and small vocabulary."
     import pickle, warnings, torch
     from fastai.text.all import get_language_model, AWD_LSTM, awd_lstm_lm_config
     home = tmp_path_factory.mktemp('fastai_home')
@@ -103,16 +103,23 @@ def standin_weights(torch_home, fastai_home):
     The weights are random: what runs with them tests the code of the pretrained path (loading, freezing, rates,
     normalisation), never the accuracy that real ImageNet or WikiText-103 weights would give."""
     import sys
+    import visioncourse.data
     from fastai.data.external import fastai_cfg
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('TORCH_HOME', str(torch_home))
-        mp.setenv('FASTAI_HOME', str(fastai_home))
-        for name, mod in list(sys.modules.items()):   # whichever course module asks, the internet is out of reach
-            if name.split('.')[0] == 'visioncourse' and hasattr(mod, 'can_reach'):
-                mp.setattr(mod, 'can_reach', lambda *a, **k: False)
-        fastai_cfg.cache_clear()                      # fastai reads FASTAI_HOME once and caches its config
-        try: yield SimpleNamespace(torch_home=torch_home, fastai_home=fastai_home)
-        finally: fastai_cfg.cache_clear()
+    real = visioncourse.data.can_reach
+    def offline(*args, **kwargs): return False
+    def course_modules(): return [m for n, m in list(sys.modules.items()) if n.split('.')[0] == 'visioncourse']
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv('TORCH_HOME', str(torch_home))
+            mp.setenv('FASTAI_HOME', str(fastai_home))
+            for mod in course_modules():      # whichever course module asks, the internet is out of reach
+                if getattr(mod, 'can_reach', None) is real: mp.setattr(mod, 'can_reach', offline)
+            fastai_cfg.cache_clear()          # fastai reads FASTAI_HOME once and caches its config
+            yield SimpleNamespace(torch_home=torch_home, fastai_home=fastai_home)
+    finally:
+        fastai_cfg.cache_clear()
+        for mod in course_modules():          # a module first imported in the block took `offline` from visioncourse.data
+            if getattr(mod, 'can_reach', None) is offline: mod.can_reach = real
 
 @pytest.fixture
 def pretrained_weights(standin_torch_home, standin_fastai_home):

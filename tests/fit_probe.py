@@ -47,7 +47,8 @@ class FitProbe(Callback):
         if self.start is None:   # the weights the fit starts from (nothing has changed them since before_fit)
             self.start = _snapshot(self.learn.model)
             self.rec['start_sums'] = {n: t.double().sum().item() for n, t in self.start.items()}
-            if id(self.learn) not in {k for k, _, _ in RUN.first}: RUN.first.append((id(self.learn), self.rec['model'], self.start))
+            if id(self.learn) not in {k for k, _, _ in RUN.first}:
+                RUN.first.append((id(self.learn), self.rec['model'], self.start))
         self.rec['lrs'].append([h['lr'] for h in self.learn.opt.hypers])
     def after_fit(self):
         if getattr(self, 'rec', None) is None: return

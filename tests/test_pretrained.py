@@ -2,16 +2,23 @@
 random stand-ins saved under the names torchvision and fastai load (`pretrained_weights` in conftest.py). Random
 weights test the code (loading, the frozen epoch, unfreezing, discriminative rates, normalisation), never accuracy.
 `pytest -k pretrained` selects these tests. `FitProbe` (fit_probe.py) records what each fit did."""
-import csv, json, shutil, warnings
+import csv, json, os, shutil, warnings
 import pytest, torch
 from fastai.vision.all import imagenet_stats, SigmoidRange
 from visioncourse.data import dataset_path
 from conftest import run_cli, standin_weights, imagenet_checkpoint, IMAGENET_ARCHS, WT103_VOCAB, WT103_FILES
-from fit_probe import probing
+from fit_probe import probing, RUN
 
 warnings.filterwarnings('ignore', message='.*torch.jit.script.*')
-FALLBACK = 'training from random weights'
+FALLBACK = 'random weights'   # the line the course prints when it falls back (visioncourse.learner)
 IMAGENET = [list(s) for s in imagenet_stats]
+ENV = tuple(os.environ.get(k) for k in ('TORCH_HOME', 'FASTAI_HOME'))   # before any test here
+
+@pytest.fixture(autouse=True)
+def _forget_the_probe():
+    "Let go of the probe's records (weights snapshots, hundreds of MB for the AWD_LSTM) after each test."
+    yield
+    RUN.fits.clear(); RUN.batches.clear(); RUN.first.clear(); RUN.last.clear()
 
 # --- what the checks share ---
 
@@ -35,7 +42,7 @@ def body_and_head(fit):
             [n for n, g in fit['group'].items() if g == last])
 
 def assert_frozen_fit(fit):
-    "A fit with the body frozen: its weights untrainable and unchanged (norm layers train: fastai's `train_bn`), the head changed."
+    "A fit with the body frozen: its weights untrainable and unchanged (its norm layers train: `train_bn`), the head changed."
     body, body_norm, head = body_and_head(fit)
     assert body and head and body_norm
     assert not any(fit['trainable'][n] for n in body) and all(fit['trainable'][n] for n in head + body_norm)
@@ -44,7 +51,7 @@ def assert_frozen_fit(fit):
     assert fit['changed'] & set(body_norm)
 
 def assert_rates(fit, top, ratios):
-    "At the first training batch the last group's rate is `top`; at every batch the groups' rates relative to the last are `ratios`."
+    "The last group's rate is `top` at the first training batch; the groups' rates relative to it are `ratios` at every batch."
     assert fit['lrs'] and fit['lrs'][0][-1] == pytest.approx(top, rel=1e-6)
     for lrs in fit['lrs']: assert [lr/lrs[-1] for lr in lrs] == pytest.approx(ratios, rel=1e-6)
 
@@ -56,20 +63,23 @@ def assert_fine_tune(run, torch_home, lr, arch='resnet18'):
     standin = standin_body(torch_home, arch)
     body = [n for n in frozen['group'] if frozen['group'][n] < frozen['n_groups'] - 1]
     assert len(body) == len(standin) and all(torch.equal(start[n], t) for n, t in zip(body, standin))
-    assert [frozen['start_sums'][n] for n in body] == [t.double().sum().item() for t in standin]   # after the finder, too
+    # and so does fine_tune, after the finder (which restores the weights it found)
+    assert [frozen['start_sums'][n] for n in body] == [t.double().sum().item() for t in standin]
     assert frozen['n_groups'] == 3 and all(f['n_epoch'] == 1 for f in (frozen, unfrozen))
     assert_frozen_fit(frozen)
-    assert_rates(frozen, lr/25, [0.1, 0.1, 1])            # slice(lr): lr/10 for the (frozen) body; one-cycle starts at lr/div, div=25
+    assert_rates(frozen, lr/25, [0.1, 0.1, 1])        # slice(lr): lr/10 for the (frozen) body; one-cycle from lr/div, div=25
     assert all(unfrozen['trainable'].values()) and set(unfrozen['trainable']) == unfrozen['changed']
-    assert_rates(unfrozen, lr/2/5, [0.01, 0.1, 1])         # slice(lr/200, lr/2) over 3 groups, one-cycle from lr/2/div, div=5
+    assert_rates(unfrozen, lr/2/5, [0.01, 0.1, 1])     # slice(lr/200, lr/2) over 3 groups; one-cycle from lr/2/div, div=5
 
 def assert_normalized(run, learner=None):
     "Every batch the learner saw (training, validation, the finder's, predictions) went through ImageNet `Normalize`."
     learner = run.first[0][0] if learner is None else learner
     batches = [b for b in run.batches if b['learner'] == learner and b['norm'] != 'batches']
     assert batches and any(not b['training'] for b in batches)
-    bad = [b for b in batches if b['norm'] is None or b['norm'][0] != pytest.approx(IMAGENET[0]) or b['norm'][1] != pytest.approx(IMAGENET[1])]
-    assert not bad, f"{len(bad)} of {len(batches)} batches not normalised with ImageNet stats, e.g. shape {bad[0]['shape']}: {bad[0]['norm']}"
+    imagenet = [pytest.approx(IMAGENET[0]), pytest.approx(IMAGENET[1])]
+    bad = [b for b in batches if b['norm'] is None or list(b['norm']) != imagenet]
+    assert not bad, (f"{len(bad)} of {len(batches)} batches not normalised with ImageNet stats, "
+                     f"e.g. shape {bad[0]['shape']}: {bad[0]['norm']}")
 
 def train(out, problem, *args):
     "`visioncourse train problem ARGS --out out` in this process, which must succeed on the pretrained path."
@@ -79,6 +89,17 @@ def train(out, problem, *args):
     report = json.loads((out/'metrics.json').read_text())
     assert report['settings']['pretrained'] is True
     return res, report
+
+def assert_no_trace(*homes):
+    "Outside the stand-ins' block: torch and fastai look where they did before, the course's modules can reach out again."
+    import os, sys, torch.hub, visioncourse.data
+    from fastai.data.external import fastai_path
+    from fastai.torch_core import defaults
+    assert (os.environ.get('TORCH_HOME'), os.environ.get('FASTAI_HOME')) == ENV
+    assert not any(str(torch.hub.get_dir()).startswith(str(h)) or str(fastai_path('model')).startswith(str(h)) for h in homes)
+    assert all(getattr(m, 'can_reach', visioncourse.data.can_reach) is visioncourse.data.can_reach
+               for n, m in sys.modules.items() if n.split('.')[0] == 'visioncourse')
+    assert not [c for c in defaults.callbacks if c.__name__ == 'FitProbe']
 
 def epoch_lines(res): return [l for l in res.stdout.splitlines() if l.startswith('epoch ')]
 
@@ -91,11 +112,12 @@ def test_pretrained_standins_are_found_and_leave_nothing_behind(standin_torch_ho
     from visioncourse.imdb import wt103_cached
     hub, models = torch.hub.get_dir(), fastai_path('model')
     with standin_weights(standin_torch_home, standin_fastai_home):
-        assert imagenet_checkpoint('resnet18') == 'resnet18-f37072fd.pth'   # torchvision's name (ResNet18_Weights.IMAGENET1K_V1)
+        assert imagenet_checkpoint('resnet18') == 'resnet18-f37072fd.pth'   # ResNet18_Weights.IMAGENET1K_V1's
         assert all(weights_cached(arch_fn(a)) for a in IMAGENET_ARCHS) and wt103_cached()
         assert torch.hub.get_dir() == str(standin_torch_home/'hub') and fastai_path('model') == standin_fastai_home/'models'
         assert sorted(p.name for p in (standin_fastai_home/'models'/'wt103-fwd').iterdir()) == sorted(WT103_FILES)
     assert (torch.hub.get_dir(), fastai_path('model')) == (hub, models)
+    assert_no_trace(standin_torch_home, standin_fastai_home)
 
 # --- image classifier, U-Net, keypoints: `visioncourse train` on the pretrained path ---
 
@@ -229,3 +251,7 @@ def test_train_imdb_ulmfit_pretrained(pretrained_weights, imdb_small, tmp_path, 
         trained = {n for n, g in f['group'].items() if g >= 5 - n_trained}
         assert {n for n, t in f['trainable'].items() if t} == trained == f['changed'], n_trained
         assert_rates(f, top, [1]*5 if n_trained == 1 else [2.6**(i - 4) for i in range(5)])
+
+def test_pretrained_stand_ins_leave_no_trace(standin_torch_home, standin_fastai_home):
+    "After the tests above (modules first imported while they ran included): nothing of the stand-ins is left."
+    assert_no_trace(standin_torch_home, standin_fastai_home)
