@@ -205,7 +205,7 @@ def test_planet_progressive_resizing_pretrained(pretrained_weights, tmp_path):
 
 @pytest.fixture
 def imdb_small(tmp_path):
-    "16 training and 4 validation reviews of the sample, each cut to its first 24 words."
+    "16 training and 4 validation reviews of the sample, each cut to its first 24 words (one classifier batch at bs 16)."
     rows = list(csv.reader(open(dataset_path('imdb_sample')/'texts.csv', newline='', encoding='utf-8')))
     keep = [r for r in rows[1:] if r[2] == "False"][:16] + [r for r in rows[1:] if r[2] == "True"][:4]
     data = tmp_path/'imdb_sample'; data.mkdir()
@@ -222,7 +222,7 @@ def test_train_imdb_ulmfit_pretrained(pretrained_weights, imdb_small, tmp_path, 
     lr = 1e-2
     sd = torch.load(pretrained_weights.fastai_home/'models'/'wt103-fwd'/WT103_FILES[0], weights_only=True)
     with probing() as run:
-        res, report = train(tmp_path/'imdb', 'imdb', '--data', imdb_small, '--epochs', '1', '--size', '16', '--bs', '8',
+        res, report = train(tmp_path/'imdb', 'imdb', '--data', imdb_small, '--epochs', '1', '--size', '16', '--bs', '16',
                             '--lr', lr)
     assert len(epoch_lines(res)) == 6, res.stdout
     assert report['metrics']['lm_perplexity'] > 0 and report['settings']['lr'] == lr
