@@ -229,8 +229,8 @@ def test_train_imdb_ulmfit_pretrained(pretrained_weights, imdb_small, tmp_path, 
     (lm, _, lm_start), (clas, _, clas_start) = run.first
     # the language model: the stand-in's LSTM, and its embedding rows moved to the words of the new vocabulary
     vocab = list(load_model(tmp_path/'imdb'/'model.pkl').dls.vocab[0])
-    for n, t in lm_start.items():
-        if '.rnns.' in n: assert torch.equal(t, sd[n]), n
+    rnns = [n for n in lm_start if '.rnns.' in n]
+    assert len(rnns) == 12 and all(torch.equal(lm_start[n], sd[n]) for n in rnns)   # 3 layers x 4 weights and biases
     emb, old = lm_start['0.encoder.weight'], sd['0.encoder.weight']
     shared = [w for w in vocab if w in WT103_VOCAB]
     assert 'the' in shared and len(shared) < len(vocab)
@@ -238,13 +238,14 @@ def test_train_imdb_ulmfit_pretrained(pretrained_weights, imdb_small, tmp_path, 
         assert torch.allclose(emb[i], old[WT103_VOCAB.index(w)] if w in WT103_VOCAB else old.mean(0)), w
     frozen, unfrozen = fits_of(run, lm)
     assert frozen['n_groups'] == 4                                   # three LSTM layers, then embedding and decoder
-    rnns = [n for n, g in frozen['group'].items() if g < 3]
+    assert {n for n, g in frozen['group'].items() if g < 3} == set(rnns)
     assert not any(frozen['trainable'][n] for n in rnns) and not frozen['changed'] & set(rnns)
     assert '0.encoder.weight' in frozen['changed'] and set(unfrozen['trainable']) == unfrozen['changed']
     # the classifier: the fine-tuned encoder, then freeze, freeze_to(-2), freeze_to(-3), unfreeze
     lm_end = run.last[lm]
-    for n, t in clas_start.items():
-        if n.startswith('0.module.'): assert torch.equal(t, lm_end[n.replace('0.module.', '0.', 1)]), n
+    encoder = [n for n in clas_start if n.startswith('0.module.')]
+    assert len(encoder) == 13                                        # the embedding and the 12 LSTM weights and biases
+    for n in encoder: assert torch.equal(clas_start[n], lm_end[n.replace('0.module.', '0.', 1)]), n
     fits = fits_of(run, clas)
     assert [f['n_groups'] for f in fits] == [5]*4
     for f, n_trained, top in zip(fits, [1, 2, 3, 5], [lr/25, lr/2/25, lr/4/25, lr/20/25]):
