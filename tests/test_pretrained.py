@@ -110,10 +110,14 @@ def test_pretrained_standins_are_found_and_leave_nothing_behind(standin_torch_ho
     from fastai.data.external import fastai_path
     from visioncourse.learner import arch_fn, weights_cached
     from visioncourse.imdb import wt103_cached
+    from visioncourse.problems import PROBLEMS, get_problem
+    from visioncourse.cli import ARCHS
     hub, models = torch.hub.get_dir(), fastai_path('model')
     with standin_weights(standin_torch_home, standin_fastai_home):
         assert imagenet_checkpoint('resnet18') == 'resnet18-f37072fd.pth'   # ResNet18_Weights.IMAGENET1K_V1's
         assert all(weights_cached(arch_fn(a)) for a in IMAGENET_ARCHS) and wt103_cached()
+        image = [get_problem(n) for n in PROBLEMS if get_problem(n).inputs == 'image']
+        assert image and {p.arch for p in image} | set(ARCHS) <= set(IMAGENET_ARCHS)   # every body `train` offers has one
         assert torch.hub.get_dir() == str(standin_torch_home/'hub') and fastai_path('model') == standin_fastai_home/'models'
         assert sorted(p.name for p in (standin_fastai_home/'models'/'wt103-fwd').iterdir()) == sorted(WT103_FILES)
     assert (torch.hub.get_dir(), fastai_path('model')) == (hub, models)
