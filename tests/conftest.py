@@ -79,7 +79,8 @@ def standin_torch_home(tmp_path_factory):
         torch.manual_seed(20)
         for arch in IMAGENET_ARCHS:
             torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), ckpt/imagenet_checkpoint(arch))
-    return home
+    yield home
+    shutil.rmtree(home, ignore_errors=True)   # about 230 MB: not kept with pytest's last temporary folders
 
 @pytest.fixture(scope='session')
 def standin_fastai_home(tmp_path_factory):
@@ -95,7 +96,8 @@ def standin_fastai_home(tmp_path_factory):
         model = get_language_model(AWD_LSTM, len(WT103_VOCAB), config=awd_lstm_lm_config)
         torch.save(model.state_dict(), folder/WT103_FILES[0])
     (folder/WT103_FILES[1]).write_bytes(pickle.dumps(WT103_VOCAB))
-    return home
+    yield home
+    shutil.rmtree(home, ignore_errors=True)   # about 80 MB
 
 @contextlib.contextmanager
 def standin_weights(torch_home, fastai_home):
