@@ -1,10 +1,10 @@
 """Tests of the installed `visioncourse.planet` that a notebook does less well: bad `labels.csv` files and images on disk,
-the command-line `PlanetProblem` (files, learner, predictions from a file or a decoded image, plots), and the pretrained
-path of progressive resizing. The metric, the tags and the `DataBlock` are tested beside their code in 05_planet."""
+and the command-line `PlanetProblem` (files, learner, predictions from a file or a decoded image, plots). The metric,
+the tags and the `DataBlock` are tested beside their code in 05_planet; progressive resizing on the pretrained path
+(the resized `DataLoaders` normalised like the first) in tests/test_pretrained.py."""
 import json, shutil
 from pathlib import Path
-import numpy as np, pandas as pd, pytest
-from fastai.vision.all import Normalize, imagenet_stats, set_seed
+import pandas as pd, pytest
 from visioncourse.data import dataset_path, count_items
 from visioncourse.problems import open_image
 from visioncourse.planet import check_labels_csv, problem, PlanetProblem
@@ -21,10 +21,6 @@ def small_copy(tmp, df, n=12, edit=None):
     for name in rows.image_name: shutil.copy(PLANET/'train'/f'{name}.jpg', tmp/'train')
     (edit(rows.copy()) if edit else rows).to_csv(tmp/'labels.csv', index=False)
     return tmp
-
-def normalize_stats(dls):
-    "The (mean, std) of each `Normalize` among the batch transforms of `dls`."
-    return [(t.mean.flatten().tolist(), t.std.flatten().tolist()) for t in dls.after_batch.fs if isinstance(t, Normalize)]
 
 # --- bad input: one line naming the file
 
@@ -81,21 +77,3 @@ def test_problem_learner_predict_plots(df, tmp_path):
     with learn.no_bar(): extra = problem.plots(learn, tmp_path)
     assert (tmp_path/'threshold_sweep.png').is_file()
     assert extra['threshold'] == 0.2 and 0 <= extra['fbeta'] <= 1 and 0 <= extra['best_fbeta'] <= 1
-
-# --- the pretrained path (stand-in weights: this tests code, not accuracy)
-
-def test_pretrained_progressive_resizing_keeps_normalize(df, tmp_path, pretrained_weights):
-    "Progressive resizing hands the learner new `DataLoaders`: they must normalise like the first (05_planet)."
-    set_seed(0)                                                                # the batches below are augmented
-    root = small_copy(tmp_path/'data', df, 10)
-    dls = problem.dls(root, size=32, bs=4, num_workers=0)
-    learn = problem.learner(dls, 'resnet18', pretrained=True)
-    assert learn.pretrained is True
-    assert any(not p.requires_grad for p in learn.model[0].parameters())       # vision_learner froze the body
-    stats = normalize_stats(learn.dls)
-    assert len(stats) == 1 and np.allclose(stats[0], imagenet_stats)          # one Normalize: ours, not a second one
-    learn.dls = problem.dls(root, size=48, bs=4, num_workers=0)               # the larger size, as in the lesson
-    assert learn.dls.one_batch()[0].shape[-2:] == (48, 48)
-    assert normalize_stats(learn.dls) == normalize_stats(dls)
-    xb = learn.dls.one_batch()[0]
-    assert xb.min() < 0                                                        # normalised: raw pixels are in [0, 1]
