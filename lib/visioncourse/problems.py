@@ -31,17 +31,22 @@ MAX_PIXELS = 50_000_000          # larger images are refused from their header, 
 
 def open_image(src, name=None, max_pixels=MAX_PIXELS, formats=IMAGE_FORMATS):
     "The decoded `PIL.Image` in `src` (a path or bytes), or a one-line `ValueError` naming `name`."
-    import io
+    import io, warnings
     from PIL import Image, UnidentifiedImageError
     data = src if isinstance(src, (bytes, bytearray)) else None
     name = name or ('upload' if data is not None else str(src))
     if data is None and not Path(src).is_file(): raise ValueError(f"{name}: image file does not exist")
     if (len(data) if data is not None else Path(src).stat().st_size) == 0: raise ValueError(f"{name}: the file is empty")
-    try: im = Image.open(io.BytesIO(data) if data is not None else src)  # the header only
-    except UnidentifiedImageError: raise ValueError(f"{name}: not an image (no image format recognised)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    try:
+        with warnings.catch_warnings():  # Pillow warns from 89 megapixels; the limit below refuses such images anyway
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data) if data is not None else src, formats=formats)  # the header only, these plugins only
+    except UnidentifiedImageError:
+        raise ValueError(f"{name}: not an image, or not in an accepted format ({', '.join(formats)})") from None
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{name}: more pixels than the limit of {max_pixels:,} ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{name}: image does not decode, truncated or corrupt ({e})") from None
-    if im.format not in formats: raise ValueError(f"{name}: a {im.format} image; accepted formats: {', '.join(formats)}")
     if im.width*im.height > max_pixels:
         raise ValueError(f"{name}: {im.width}x{im.height} pixels is more than the limit of {max_pixels:,}")
     try: im.load()
