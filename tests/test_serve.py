@@ -47,6 +47,15 @@ def planet_model(cli, tmp_path_factory):
     assert res.returncode == 0, res.stderr[-3000:]
     return out/'model.pkl'
 
+@pytest.fixture(scope='session')
+def camvid_model(cli, tmp_path_factory):
+    "A CamVid U-Net: `visioncourse train camvid` at the session's small settings (tests/conftest.py)."
+    from conftest import SMALL
+    out = tmp_path_factory.mktemp('camvid_serve')/'run'
+    res = cli('train', 'camvid', *SMALL, '--out', out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out/'model.pkl'
+
 @pytest.fixture(scope='module')
 def text_loaded(imdb_model):
     from visioncourse.serve import load_served
@@ -393,15 +402,17 @@ def test_bad_text(text_client, kwargs, status, says):
 # --- every problem of the registry ---
 
 @pytest.mark.parametrize('which,keys', [('pascal_model', {'labels', 'threshold', 'probs'}), ('biwi_model', {'x', 'y'}),
-                                        ('planet_model', {'labels', 'threshold', 'probs'})])
+                                        ('planet_model', {'labels', 'threshold', 'probs'}), ('camvid_model', {'mask', 'shares'})])
 def test_other_image_problems(request, which, keys, photos):
-    "PASCAL's and Planet's tags and BIWI's head centre come back as JSON the page can draw."
+    "PASCAL's and Planet's tags, BIWI's head centre and CamVid's mask come back as JSON the page can draw."
     from fastapi.testclient import TestClient
     from visioncourse.serve import load_served, make_app
     c = TestClient(make_app(*load_served(request.getfixturevalue(which))))
     r = upload(c, photos[0].name, photos[0].read_bytes())
     assert r.status_code == 200, r.json()
     assert set(r.json()['prediction']) == keys
+    if 'mask' in keys:   # CamVid's mask comes back inline as a PNG, written into the request's own folder, not kept
+        assert r.json()['prediction']['mask'].startswith('data:image/png;base64,')
 
 def test_every_registered_problem_is_served_or_refused(monkeypatch, tmp_path, loaded):
     "Each problem of the registry takes images or text; an export for an input `serve` cannot take is refused in one line."

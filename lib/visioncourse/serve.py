@@ -7,7 +7,7 @@ __all__ = ['TRUST', 'MAX_UPLOAD', 'MAX_TEXT', 'log', 'FAILED', 'PAGE', 'load_ser
            'Gate', 'answer_upload', 'LimitBody', 'read_input', 'make_app', 'serve']
 
 # %% ../../nbs/08_serve.ipynb #7ebb2ded
-import base64, inspect, json, logging, sys, tempfile, threading, time
+import base64, json, logging, sys, tempfile, threading, time
 from dataclasses import dataclass
 from pathlib import Path
 from PIL import Image
@@ -42,18 +42,13 @@ def _inline(value, folder):
     kind = 'png' if fn.suffix.lower() == '.png' else 'jpeg'
     return f"data:image/{kind};base64," + base64.b64encode(fn.read_bytes()).decode()
 
-def _takes_out(problem):
-    "Whether `problem.predict` takes the `out` folder (contract 3) yet."
-    return 'out' in inspect.signature(problem.predict).parameters
-
 def predict_item(learn, problem, item, lock):
     "The JSON answer for one decoded image or one text: the problem, its prediction, and the model's time in ms."
     with tempfile.TemporaryDirectory(prefix='visioncourse_upload_') as out:
-        out, kw = Path(out), {}
-        if _takes_out(problem): kw['out'] = out   # where a problem that writes a file (CamVid's mask) writes it
+        out = Path(out)   # where a problem that writes a file (CamVid's mask) writes it, removed after the answer
         with lock:   # one learner, one prediction at a time
             start = time.perf_counter()
-            with learn.no_bar(), learn.no_logging(): pred = problem.predict(learn, item, **kw)
+            with learn.no_bar(), learn.no_logging(): pred = problem.predict(learn, item, out=out)
             ms = (time.perf_counter() - start) * 1000
         pred = {k: _inline(v, out) for k, v in pred.items()}
     answer = dict(problem=problem.name, prediction=pred, model_ms=round(ms, 1))
