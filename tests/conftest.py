@@ -29,6 +29,19 @@ def pets_small(tmp_path_factory):
         if f.name.startswith(('Abyssinian_', 'beagle_')): shutil.copy(f, dst/'images'/f.name)
     return dst
 
+def imdb_small(folder):
+    "Write into `folder/imdb_sample` the first 40 training and 20 validation sample reviews, cut to 40 words; return it."
+    import csv
+    rows = list(csv.reader(open(dataset_path('imdb_sample')/'texts.csv', newline='', encoding='utf-8')))
+    data = folder/'imdb_sample'; data.mkdir()
+    keep = [r for r in rows[1:] if r[2] == 'False'][:40] + [r for r in rows[1:] if r[2] == 'True'][:20]
+    with open(data/'texts.csv', 'w', newline='', encoding='utf-8') as f:
+        csv.writer(f).writerows(rows[:1] + [r[:1] + [' '.join(r[1].split()[:40])] + r[2:] for r in keep])
+    return data
+
+# ULMFiT at the smallest settings that still train both stages: random weights, one epoch, batches of 8.
+IMDB_SMALL = ['--epochs', '1', '--bs', '8', '--lr', '1e-2', '--no-pretrained']
+
 def _train(tmp_path_factory, problem, *extra):
     "Train `problem` small into a fresh temporary folder; its `out` folder and the printed log."
     out = tmp_path_factory.mktemp(f'{problem}_run')/problem

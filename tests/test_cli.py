@@ -252,16 +252,9 @@ def test_predict_text_and_text_files(cli, text_problem, tmp_path):
     latin1 = tmp_path/'latin1.txt'; latin1.write_bytes('café'.encode('latin-1'))
     one_line_error(cli('predict', model, latin1), latin1, 'not a UTF-8 text file')
 
-@pytest.mark.skipif(not available('imdb'), reason='visioncourse.imdb is not written yet')
 def test_imdb_predict_text(cli, tmp_path):
-    import csv
-    src = dataset_path('imdb_sample')/'texts.csv'
-    rows = list(csv.reader(open(src, newline='', encoding='utf-8')))
-    data = tmp_path/'imdb_sample'; data.mkdir()
-    with open(data/'texts.csv', 'w', newline='', encoding='utf-8') as f:
-        keep = [r for r in rows[1:] if r[2] == 'False'][:40] + [r for r in rows[1:] if r[2] == 'True'][:20]
-        csv.writer(f).writerows(rows[:1] + [r[:1] + [' '.join(r[1].split()[:40])] + r[2:] for r in keep])
-    res = cli('train', 'imdb', '--epochs', '1', '--bs', '8', '--lr', '1e-2', '--no-pretrained', '--data', data, '--out', tmp_path/'run')
+    from conftest import imdb_small, IMDB_SMALL
+    res = cli('train', 'imdb', *IMDB_SMALL, '--data', imdb_small(tmp_path), '--out', tmp_path/'run')
     assert res.returncode == 0, res.stderr[-3000:]
     # ULMFiT: the language model (1 frozen + 1 unfrozen epoch), then the classifier (3 unfreezing steps + 1 epoch)
     epochs = [l for l in res.stdout.splitlines() if l.startswith('epoch ')]

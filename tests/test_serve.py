@@ -1,6 +1,6 @@
 """The web app of `visioncourse serve` (nbs/08_serve.ipynb): each endpoint and each bad or hostile input, through
 FastAPI's test client, on the session's small models (tests/conftest.py) and a small IMDB model trained here."""
-import concurrent.futures, contextlib, csv, io, json, pickle, struct, threading, time, zlib
+import concurrent.futures, contextlib, io, json, pickle, struct, threading, time, zlib
 from pathlib import Path
 import pytest
 from PIL import Image
@@ -26,35 +26,24 @@ def photos():
 
 @pytest.fixture(scope='session')
 def imdb_model(cli, tmp_path_factory):
-    "A text model: `visioncourse train imdb` from random weights on 60 sample reviews cut to 40 words (as tests/test_cli.py)."
-    from visioncourse.data import dataset_path
+    "A text model: `visioncourse train imdb` from random weights on 60 sample reviews cut to 40 words (tests/conftest.py)."
+    from conftest import imdb_small, IMDB_SMALL
     tmp = tmp_path_factory.mktemp('imdb_serve')
-    rows = list(csv.reader(open(dataset_path('imdb_sample')/'texts.csv', newline='', encoding='utf-8')))
-    data = tmp/'imdb_sample'; data.mkdir()
-    with open(data/'texts.csv', 'w', newline='', encoding='utf-8') as f:
-        keep = [r for r in rows[1:] if r[2] == 'False'][:40] + [r for r in rows[1:] if r[2] == 'True'][:20]
-        csv.writer(f).writerows(rows[:1] + [r[:1] + [' '.join(r[1].split()[:40])] + r[2:] for r in keep])
-    res = cli('train', 'imdb', '--epochs', '1', '--bs', '8', '--lr', '1e-2', '--no-pretrained', '--data', data, '--out', tmp/'run')
+    res = cli('train', 'imdb', *IMDB_SMALL, '--data', imdb_small(tmp), '--out', tmp/'run')
     assert res.returncode == 0, res.stderr[-3000:]
     return tmp/'run'/'model.pkl'
 
 @pytest.fixture(scope='session')
-def planet_model(cli, tmp_path_factory):
+def planet_model(tmp_path_factory):
     "A Planet model: `visioncourse train planet` at the session's small settings (tests/conftest.py)."
-    from conftest import SMALL
-    out = tmp_path_factory.mktemp('planet_serve')/'run'
-    res = cli('train', 'planet', *SMALL, '--lr', '1e-2', '--out', out)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return out/'model.pkl'
+    from conftest import _train
+    return _train(tmp_path_factory, 'planet', '--lr', '1e-2').out/'model.pkl'
 
 @pytest.fixture(scope='session')
-def camvid_model(cli, tmp_path_factory):
+def camvid_model(tmp_path_factory):
     "A CamVid U-Net: `visioncourse train camvid` at the session's small settings (tests/conftest.py)."
-    from conftest import SMALL
-    out = tmp_path_factory.mktemp('camvid_serve')/'run'
-    res = cli('train', 'camvid', *SMALL, '--out', out)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return out/'model.pkl'
+    from conftest import _train
+    return _train(tmp_path_factory, 'camvid', '--lr', '1e-3').out/'model.pkl'   # a fixed rate: no finder
 
 @pytest.fixture(scope='module')
 def text_loaded(imdb_model):
