@@ -36,10 +36,8 @@ sync-check: $(STAMP)
 # Notebooks clean, as nbdev's own CI checks: nbdev_clean (execution counts, metadata) must not change any notebook.
 # It cleans a copy, so a failing check changes nothing; `.venv/bin/nbdev_clean` (or the pre-commit hook) fixes them.
 clean-nbs-check: $(STAMP)
-	@rm -rf $(VENV)/nbs-clean && cp -r nbs $(VENV)/nbs-clean
-	@$(BIN)/nbdev_clean --fname $(VENV)/nbs-clean
-	@diff -rq -x .ipynb_checkpoints nbs $(VENV)/nbs-clean || { echo "nbdev_clean would change the notebooks above: run .venv/bin/nbdev_clean (or install the pre-commit hook, see README) and commit"; exit 1; }
-	@rm -rf $(VENV)/nbs-clean
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && cp -r nbs "$$tmp/nbs" && $(BIN)/nbdev_clean --fname "$$tmp/nbs" && \
+	  { diff -rq -x .ipynb_checkpoints nbs "$$tmp/nbs" || { echo "nbdev_clean would change the notebooks above: run .venv/bin/nbdev_clean (or install the pre-commit hook, see README) and commit"; exit 1; }; }
 	@echo "nbdev_clean: every notebook is clean"
 
 # README.md is generated from nbs/index.ipynb (nbdev_readme needs quarto, which cannot be installed offline).

@@ -1,5 +1,5 @@
 """Shared fixtures. Each small model is trained once per test session, in this process, and reused by every test
-file (the CLI tests, the serve tests): `pets_model`, `pascal_model`, `biwi_model` are the paths of their model.pkl."""
+file (the CLI tests, the serve tests): `pets_model`, `pascal_model`, `biwi_model`, `imdb_model` are the paths of their model.pkl."""
 import contextlib, io, shutil
 from types import SimpleNamespace
 import pytest
@@ -57,6 +57,17 @@ def pascal_run(tmp_path_factory): return _train(tmp_path_factory, 'pascal')
 
 @pytest.fixture(scope='session')
 def biwi_run(tmp_path_factory): return _train(tmp_path_factory, 'biwi')
+
+@pytest.fixture(scope='session')
+def imdb_run(tmp_path_factory):
+    "`visioncourse train imdb` (ULMFiT) at `IMDB_SMALL` on `imdb_small`'s 60 reviews: its `out` folder and log."
+    tmp = tmp_path_factory.mktemp('imdb_run')
+    res = run_cli('train', 'imdb', *IMDB_SMALL, '--data', imdb_small(tmp), '--out', tmp/'imdb')
+    assert res.returncode == 0, res.stderr[-3000:]
+    return SimpleNamespace(out=tmp/'imdb', log=res.stdout)
+
+@pytest.fixture(scope='session')
+def imdb_model(imdb_run): return imdb_run.out/'model.pkl'
 
 @pytest.fixture(scope='session')
 def pets_model(pets_run): return pets_run.out/'model.pkl'

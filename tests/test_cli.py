@@ -5,7 +5,7 @@ import json, os, pickle, shutil, subprocess, sys, types
 from pathlib import Path
 import pytest
 from visioncourse.data import dataset_path, DATASETS
-from visioncourse.problems import PROBLEMS, available
+from visioncourse.problems import PROBLEMS
 from conftest import SMALL
 
 EXE = Path(sys.executable).parent/'visioncourse'
@@ -252,16 +252,14 @@ def test_predict_text_and_text_files(cli, text_problem, tmp_path):
     latin1 = tmp_path/'latin1.txt'; latin1.write_bytes('café'.encode('latin-1'))
     one_line_error(cli('predict', model, latin1), latin1, 'not a UTF-8 text file')
 
-def test_imdb_predict_text(cli, tmp_path):
-    from conftest import imdb_small, IMDB_SMALL
-    res = cli('train', 'imdb', *IMDB_SMALL, '--data', imdb_small(tmp_path), '--out', tmp_path/'run')
-    assert res.returncode == 0, res.stderr[-3000:]
-    # ULMFiT: the language model (1 frozen + 1 unfrozen epoch), then the classifier (3 unfreezing steps + 1 epoch)
-    epochs = [l for l in res.stdout.splitlines() if l.startswith('epoch ')]
-    assert len(epochs) == 6 and 'perplexity' in epochs[0] and 'perplexity' not in epochs[-1], res.stdout
-    report = json.loads((tmp_path/'run'/'metrics.json').read_text())
+def test_imdb_predict_text(cli, imdb_run):
+    "ULMFiT through the command line (tests/conftest.py's `imdb_run`), then a prediction for a text."
+    # the language model (1 frozen + 1 unfrozen epoch), then the classifier (3 unfreezing steps + 1 epoch)
+    epochs = [l for l in imdb_run.log.splitlines() if l.startswith('epoch ')]
+    assert len(epochs) == 6 and 'perplexity' in epochs[0] and 'perplexity' not in epochs[-1], imdb_run.log
+    report = json.loads((imdb_run.out/'metrics.json').read_text())
     assert {'lm_accuracy', 'lm_perplexity', 'accuracy'} <= set(report['metrics']) and report['settings']['lr'] == 1e-2
-    res = cli('predict', tmp_path/'run'/'model.pkl', '--text', 'A wonderful, moving film.')
+    res = cli('predict', imdb_run.out/'model.pkl', '--text', 'A wonderful, moving film.')
     assert res.returncode == 0 and 'A wonderful, moving film.' in res.stdout.split(': ')[0], res
 
 # --- serve ---

@@ -111,7 +111,7 @@ def test_problem_registry_and_lines():
     problem = get_problem('biwi')
     assert isinstance(problem, BiwiProblem) and (problem.dataset, problem.arch, problem.size) == ('biwi_head_pose', 'resnet18', 320)
     frames = sorted(BIWI.glob('*/*_rgb.jpg'))
-    from visioncourse.data import count_items   # the one way to count a dataset (Problem.count is gone)
+    from visioncourse.data import count_items
     assert count_items(problem.dataset, BIWI) == f"{len(frames)} frames of {len({f.parent.name for f in frames})} persons"
     assert problem.run_settings(BIWI, valid_person='01') == dict(valid_person='01')
     assert problem.run_settings(BIWI, valid_person=1) == dict(valid_person='01')

@@ -10,19 +10,15 @@ SHOTS = Path(__file__).parent/'screenshots'
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'no Chromium at {CHROMIUM}')
 sync_api = pytest.importorskip('playwright.sync_api')
 
-from test_serve import served_model, photos, imdb_model  # noqa: F401 (fixtures: the session's small pets and IMDB models, photos)
+from test_serve import served_model, photos  # noqa: F401 (fixtures: the small pets model, photos; the IMDB model is in conftest)
 
 def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 def serve_command(model, port):
-    "`visioncourse serve MODEL --port PORT`, through the CLI when it has the verb, else through `serve` itself."
-    exe = Path(sys.executable).parent/'visioncourse'
-    if exe.exists():
-        r = subprocess.run([str(exe), '--help'], capture_output=True, text=True, timeout=120)
-        if 'serve' in r.stdout: return [str(exe), 'serve', str(model), '--port', str(port)]
-    return [sys.executable, '-c', f'from visioncourse.serve import serve; serve({str(model)!r}, port={port})']
+    "`visioncourse serve MODEL --port PORT`, the command a user runs."
+    return [str(Path(sys.executable).parent/'visioncourse'), 'serve', str(model), '--port', str(port)]
 
 @contextlib.contextmanager
 def running(model):

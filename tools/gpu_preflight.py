@@ -7,7 +7,7 @@ Usage: python tools/gpu_preflight.py
 """
 import os, shutil, subprocess, sys
 
-DRIVER_FOR_CUDA = {'13': 580}   # the oldest NVIDIA Linux driver (major version) for each CUDA major: CUDA 13.0 needs 580
+DRIVER_FOR_CUDA = {'12': 525, '13': 580}   # the oldest NVIDIA Linux driver (major version) for each CUDA major: CUDA 12.0 needs 525, 13.0 needs 580
 
 
 def smi_gpus():
