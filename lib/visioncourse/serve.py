@@ -26,9 +26,8 @@ TRUST = ("visioncourse serve: {fn} is a pickle, and loading it runs its code: se
 def load_served(fn):
     "The learner exported by `visioncourse train` at `fn` and its `Problem`; `UsageError` naming `fn` if `serve` cannot serve it."
     from visioncourse.training import load_model
-    learn = load_model(fn)
-    try: problem = get_problem(learn.visioncourse.get('problem'))
-    except ValueError as e: raise UsageError(f"{fn}: {e}") from None
+    learn = load_model(fn)   # it has checked that the export names a known problem
+    problem = get_problem(learn.visioncourse['problem'])
     if problem.inputs not in ('image', 'text'):
         raise UsageError(f"{fn}: a {problem.name} model predicts from {problem.inputs!r}; serve takes images or text")
     return learn, problem
