@@ -2,18 +2,19 @@
 as large) as the samples: `VISIONCOURSE_DATA=DEST` then makes the course read `DEST/<name>` first.
 
     python tools/cut_data.py SOURCE DEST [--pets-per-breed 3] [--pascal-rows 32] [--pascal-test 10] [--biwi-frames 4]
-                                         [--planet-chips 300] [--camvid-images 40] [--imdb-rows 200] [--only pets ...]
+        [--planet-chips 300] [--camvid-images 40] [--imdb-rows 200] [--imdb-words 40] [--only pets imdb_sample ...]
 
 SOURCE holds the datasets as fastai unpacks them (`pets/images`, `pascal_2007/train.csv`, ...), e.g. ../shared/realdata.
 Each size left out copies that dataset whole (a same-size copy). What each size keeps, in the files' sorted order:
   pets            the first N images of each breed (breed = the file name before `_<number>.jpg`)
-  pascal_2007     the first N rows of train.csv (with rows of both `is_valid` values), their images and annotations,
-                  and the first M images of test/
+  pascal_2007     N rows of train.csv: the first of each `is_valid` value, in the source's proportions; their images
+                  and annotations; the first M images of test/
   biwi_head_pose  the first N frames (image and pose) of each person, with the person's .cal files and the .obj files
   planet_sample   the first N rows of labels.csv and their chips
   camvid_tiny     the first N images, their labels and codes.txt (and valid.txt, cut to the images kept, if present)
-  imdb_sample     the first N rows of texts.csv (with rows of both `is_valid` values)
-`cut(name, source, dest, n)` does the same from Python (tests/conftest.py's `data_cut` fixture uses it)."""
+  imdb_sample     N rows of texts.csv: the first of each `is_valid` value, in the source's proportions (each review
+                  cut to its first W words with --imdb-words W)
+`cut(name, source, dest, n)` does the same from Python (tests/helpers.py's `cut`, behind conftest.py's `data_cut`)."""
 import argparse, csv, re, shutil
 from pathlib import Path
 
@@ -34,15 +35,16 @@ def _write_csv(fn, header, rows):
     with open(fn, 'w', newline='', encoding='utf-8') as f: csv.writer(f).writerows([header, *rows])
 
 def first_rows_both_splits(header, rows, n, col='is_valid'):
-    "The first `n` of `rows`, where a value of column `col` missing from them replaces the last row of a value kept twice."
+    "`n` of `rows`: of each value of column `col`, its first rows, in proportion to its share of `rows` (at least one)."
     if n is None or n >= len(rows): return rows
-    i, keep = header.index(col), list(range(n))
-    for v in dict.fromkeys(r[i] for r in rows):           # each value (False, True), in order of first appearance
-        if any(rows[j][i] == v for j in keep): continue
-        if n < 2: raise ValueError(f'a cut of {n} row cannot hold both values of {col}')
-        keep.remove(next(j for j in reversed(keep) if sum(rows[k][i] == rows[j][i] for k in keep) > 1))
-        keep.append(next(j for j, r in enumerate(rows) if r[i] == v))
-    return [rows[j] for j in sorted(keep)]
+    i = header.index(col)
+    groups = {}
+    for j, r in enumerate(rows): groups.setdefault(r[i], []).append(j)
+    if n < len(groups): raise ValueError(f'a cut of {n} rows cannot hold each of the {len(groups)} values of {col}')
+    sizes = {v: max(1, round(n*len(js)/len(rows))) for v, js in groups.items()}
+    biggest = max(sizes, key=sizes.get)
+    sizes[biggest] += n - sum(sizes.values())            # rounding: the largest group takes up the difference
+    return [rows[j] for j in sorted(j for v, js in groups.items() for j in js[:sizes[v]])]
 
 def _extras(src, dst, skip):
     "Copy the top-level files of `src` (README.txt, .obj files, ...) not named in `skip`, noting the cut in README.txt."
@@ -52,13 +54,14 @@ def _extras(src, dst, skip):
     if readme.exists(): readme.write_text(f'A CUT of this sample made by tools/cut_data.py from {src.name}/: '
                                           'the counts below are the source\'s, not this copy\'s.\n' + readme.read_text())
 
-def cut_pets(src, dst, n=None):
-    "The first `n` images of each breed."
+def cut_pets(src, dst, n=None, breeds=None):
+    "The first `n` images of each breed (of `breeds` only, when given)."
     seen = {}
     for f in sorted((src/'images').glob('*.jpg')):
         m = re.match(r'(.+)_\d+\.jpg$', f.name)
         if m is None: continue
         breed = m.group(1)
+        if breeds is not None and breed not in breeds: continue
         if n is None or seen.get(breed, 0) < n: _copy(f, dst/'images'/f.name); seen[breed] = seen.get(breed, 0) + 1
     if (src/'PROVENANCE.csv').exists(): _provenance(src, dst)
     _extras(src, dst, {'PROVENANCE.csv'})
@@ -70,7 +73,7 @@ def _provenance(src, dst):
     _write_csv(dst/'PROVENANCE.csv', header, kept)
 
 def cut_pascal(src, dst, n=None, n_test=None):
-    "The first `n` rows of train.csv (both splits kept) with their images and annotations, and the first `n_test` test images."
+    "`n` rows of train.csv (both splits kept) with their images and annotations, and the first `n_test` test images."
     header, rows = _read_csv(src/'train.csv')
     rows = first_rows_both_splits(header, rows, n)
     _write_csv(dst/'train.csv', header, rows)
@@ -112,10 +115,12 @@ def cut_camvid(src, dst, n=None):
         (dst/'valid.txt').write_text(''.join(l + '\n' for l in (src/'valid.txt').read_text().split() if l in names))
     _extras(src, dst, {'valid.txt'})
 
-def cut_imdb(src, dst, n=None):
-    "The first `n` rows of texts.csv, with rows of both `is_valid` values."
+def cut_imdb(src, dst, n=None, words=None):
+    "`n` rows of texts.csv, of both `is_valid` values (each text cut to its first `words` words, if given)."
     header, rows = _read_csv(src/'texts.csv')
-    _write_csv(dst/'texts.csv', header, first_rows_both_splits(header, rows, n))
+    rows, i = first_rows_both_splits(header, rows, n), header.index('text')
+    if words: rows = [r[:i] + [' '.join(r[i].split()[:words])] + r[i+1:] for r in rows]
+    _write_csv(dst/'texts.csv', header, rows)
     _extras(src, dst, {'texts.csv'})
 
 CUTTERS = dict(pets=cut_pets, pascal_2007=cut_pascal, biwi_head_pose=cut_biwi, planet_sample=cut_planet,
@@ -123,7 +128,11 @@ CUTTERS = dict(pets=cut_pets, pascal_2007=cut_pascal, biwi_head_pose=cut_biwi, p
 
 def cut(name, source, dest, n=None, **kwargs):
     "Copy a cut of dataset `name` from `source/name` to `dest/name` (`n`: its size, see above; None copies it whole); return it."
-    src, dst = Path(source)/name, Path(dest)/name
+    return cut_folder(name, Path(source)/name, Path(dest)/name, n, **kwargs)
+
+def cut_folder(name, src, dst, n=None, **kwargs):
+    "Copy a cut of dataset `name` from folder `src` (in `name`'s layout) to folder `dst`; return `dst`."
+    src, dst = Path(src), Path(dst)
     if not src.is_dir(): raise FileNotFoundError(f'{src}: no such dataset folder')
     if n is None and all(v is None for v in kwargs.values()): shutil.copytree(src, dst, dirs_exist_ok=True)  # byte for byte
     else: dst.mkdir(parents=True, exist_ok=True); CUTTERS[name](src, dst, n, **kwargs)
@@ -136,13 +145,13 @@ def main(argv=None):
     p.add_argument('--pets-per-breed', type=int); p.add_argument('--pascal-rows', type=int)
     p.add_argument('--pascal-test', type=int); p.add_argument('--biwi-frames', type=int, help='frames per person')
     p.add_argument('--planet-chips', type=int); p.add_argument('--camvid-images', type=int)
-    p.add_argument('--imdb-rows', type=int)
+    p.add_argument('--imdb-rows', type=int); p.add_argument('--imdb-words', type=int, help='words kept of each review')
     p.add_argument('--only', nargs='+', choices=DATASETS, default=list(DATASETS), metavar='NAME',
                    help=f'datasets to copy (default: all: {" ".join(DATASETS)})')
     a = p.parse_args(argv)
     sizes = dict(pets=dict(n=a.pets_per_breed), pascal_2007=dict(n=a.pascal_rows, n_test=a.pascal_test),
                  biwi_head_pose=dict(n=a.biwi_frames), planet_sample=dict(n=a.planet_chips),
-                 camvid_tiny=dict(n=a.camvid_images), imdb_sample=dict(n=a.imdb_rows))
+                 camvid_tiny=dict(n=a.camvid_images), imdb_sample=dict(n=a.imdb_rows, words=a.imdb_words))
     missing = [n for n in a.only if not (a.source/n).is_dir()]
     if missing: p.error(f'{a.source} has no folder {", ".join(missing)}')
     for name in a.only:
