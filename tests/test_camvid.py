@@ -2,9 +2,10 @@
 valid.txt), the full CamVid layout, the command-line `CamvidProblem` (files, learner, masks written into the folder it
 is given and never over a file), and the pretrained U-Net. The metric, the label function and `class_shares` are tested
 beside their code in 06_camvid."""
-import json, shutil, threading
+import json, os, re, shutil, threading
 from pathlib import Path
-import numpy as np, pytest
+from unittest import mock
+import numpy as np, pytest, torch
 from PIL import Image
 from fastai.vision.all import get_image_files, Normalize, imagenet_stats, set_seed
 from visioncourse.data import dataset_path, count_items
@@ -147,3 +148,76 @@ def test_pretrained_unet_frozen_and_normalised_at_both_sizes(tmp_path, pretraine
         assert len(norms) == 1 and np.allclose(norms[0].mean.flatten(), imagenet_stats[0])
     state, loaded = learn.model.state_dict(), big.model.state_dict()
     assert all(np.array_equal(state[k].cpu(), loaded[k].cpu()) for k in state)
+
+# --- the sizes 06's cells use, with a GPU present and absent (issue 26: quick means the quick sizes on any device)
+
+NB06 = Path(os.environ.get('VISIONCOURSE_NB06', Path(__file__).parents[1]/'nbs'/'06_camvid.ipynb'))
+
+def fake_gpu(monkeypatch, free_mib):
+    "Make PyTorch report a CUDA GPU with `free_mib` MiB free, while fastai keeps every tensor on the CPU."
+    import fastai.torch_core
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'empty_cache', lambda: None)
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda *a: (free_mib*2**20, 141*2**30))
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *a: 'fake GPU')
+    monkeypatch.setattr(fastai.torch_core.defaults, 'use_cuda', False)
+
+def finder_points(num_it, n_batches):
+    "How many (lr, loss) points fastai 2.8.7's `lr_find(num_it=num_it)` hands its suggestion functions, on `n_batches` batches an epoch."
+    # fastai/callback/schedule.py: lr_find fits num_it//n_batches + 1 epochs (line 294), LRFinder stops after max(num_it, 6)
+    # iterations (line 177), and the suggestions see recorder.lrs[num_it//10:-5] (line 298): valley needs one at least.
+    iters = min(max(num_it, 6), (num_it//n_batches + 1)*n_batches) if n_batches else 0
+    return len(range(iters)[num_it//10:-5])
+
+def lesson_sizes(monkeypatch, quick, free_mib=None):
+    "Run 06's code cells up to the first that trains (`free_mib`: a fake GPU, None: none); what that cell and `learn` would use."
+    from execnb.nbio import read_nb
+    from execnb.shell import CaptureShell
+    monkeypatch.setenv('VISIONCOURSE_QUICK', '1' if quick else '0')
+    if free_mib is not None: fake_gpu(monkeypatch, free_mib)
+    monkeypatch.chdir(NB06.parent)
+    cells = [c.source for c in read_nb(NB06).cells if c.cell_type == 'code' and 'nbdev_export(' not in c.source]
+    first = next(i for i, src in enumerate(cells) if re.search(r'\.(lr_find|fit_one_cycle|fine_tune|fit)\(', src))
+    shell = CaptureShell(NB06)
+    try:
+        for src in cells[:first]:
+            res = shell.run_cell(src)
+            if res.exception is not None: raise res.exception
+        ns = shell.user_ns
+        call = re.search(r'\.lr_find\((.*)\)', cells[first])
+        assert call, f"the first cell that trains is not the finder:\n{cells[first]}"
+        kwargs = eval(f'(lambda **kw: kw)({call.group(1)})', ns)
+        num_it, dls = kwargs.get('num_it', 100), ns['learn'].dls                   # 100: lr_find's default
+        return dict(bs=dls.train.bs, frames=len(dls.train_ds) + len(dls.valid_ds), batches=len(dls.train), num_it=num_it,
+                    kept=finder_points(num_it, len(dls.train)), s_bs=ns['s'].bs)
+    finally:
+        if 'work' in shell.user_ns: shutil.rmtree(shell.user_ns['work'], ignore_errors=True)
+
+def test_quick_settings_are_the_same_with_a_gpu(monkeypatch):
+    "Issue 26: on 17941e6's 06 a GPU made the quick main line take batches of 8: one batch, 4 finder iterations, none kept."
+    with monkeypatch.context() as m: cpu = lesson_sizes(m, quick=True)
+    with monkeypatch.context() as m: gpu = lesson_sizes(m, quick=True, free_mib=80_000)
+    for where, got in [('without a GPU', cpu), ('with a GPU', gpu)]:
+        assert got['batches'] >= 1, f"quick settings {where}: no training batch: {got}"
+        assert got['kept'] >= 1, f"quick settings {where}: lr_find(num_it={got['num_it']}) keeps no point for its suggestion: {got}"
+        assert got['bs'] == got['s_bs'], f"quick settings {where}: the DataLoaders' batch size is not the settings' bs: {got}"
+    assert gpu == cpu, f"quick settings differ with a GPU: {gpu} against {cpu} without one"
+
+@pytest.mark.parametrize('free_mib, bs', [(None, 4), (80_000, 8), (4_000, 4)])
+def test_book_settings_batch_size_by_gpu_memory(monkeypatch, free_mib, bs):
+    "The lesson's rule at the book's settings: batches of 8 with more than 8,200 MB of GPU memory free, else 4."
+    got = lesson_sizes(monkeypatch, quick=False, free_mib=free_mib)
+    assert (got['bs'], got['s_bs']) == (bs, bs), got
+    assert got['batches'] >= 1 and got['kept'] >= 1, got
+
+@pytest.mark.parametrize('n_batches, num_it', [(1, 4), (2, 4), (1, 12), (2, 12), (3, 23)])
+def test_finder_points_match_fastai(tmp_path, n_batches, num_it):
+    "`finder_points` against a real `lr_find` on a one-weight model: the points fastai keeps for its suggestions."
+    from torch import nn
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from fastai.losses import MSELossFlat
+    ds = [(torch.randn(1), torch.randn(1)) for _ in range(2*n_batches)]
+    learn = Learner(DataLoaders.from_dsets(ds, ds, bs=2, device='cpu'), nn.Linear(1, 1), loss_func=MSELossFlat(), path=tmp_path)
+    with learn.no_bar(): learn.lr_find(num_it=num_it, stop_div=False, show_plot=False, suggest_funcs=None)
+    assert len(learn.recorder.lrs[num_it//10:-5]) == finder_points(num_it, n_batches)
