@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['LABELS', 'LAYOUT', 'QUICK', 'BOOK', 'problem', 'imdb_clas_dls', 'imdb_lm_dls', 'awd_config', 'wt103_cached',
-           'wt103_why_not', 'read_texts_csv', 'imdb_files', 'read_imdb_folders', 'imdb_df', 'course_text_learner',
-           'fit_ulmfit', 'ImdbProblem']
+           'wt103_why_not', 'read_texts_csv', 'imdb_files', 'read_imdb_folders', 'imdb_df', 'imdb_path', 'keep_reviews',
+           'course_text_learner', 'lm_epochs', 'fit_ulmfit', 'ImdbProblem']
 
 # %% ../../nbs/07_imdb.ipynb #99c43804
 from copy import copy
@@ -16,7 +16,7 @@ from fastai.text.all import (DataBlock, TextBlock, CategoryBlock, ColReader, Col
                              text_classifier_learner, accuracy, Perplexity, URLs, set_seed)
 from fastai.data.external import fastai_path
 from fastcore.basics import noop
-from .data import can_reach
+from .data import can_reach, dataset_path, DatasetNotFoundError, fastai_cache_path, layout_problem
 from .learner import with_weights_fallback
 from .multilabel import read_labels_csv
 from .problems import Problem, save_fig
@@ -115,6 +115,19 @@ def imdb_df(path, unsup=False):
     if (path/'train').is_dir() or (path/'test').is_dir(): return read_imdb_folders(path, unsup=unsup)
     raise FileNotFoundError(f"{path}: neither texts.csv (the IMDB_SAMPLE layout) nor the train/ and test/ folders of the full IMDB")
 
+# %% ../../nbs/07_imdb.ipynb #a3c95e10
+def imdb_path():
+    "The full IMDB's root where a copy is at hand (`dataset_path`'s folders, then fastai's cache; nothing is downloaded), else the sample's."
+    try: return dataset_path('imdb', download=False)
+    except DatasetNotFoundError: pass
+    cached = fastai_cache_path('imdb')
+    return cached if layout_problem('imdb', cached) is None else dataset_path('imdb_sample')
+
+def keep_reviews(df, n=None, seed=42):
+    "About `n` of the reviews in `df`, drawn at random in the same share from each group (training, validation, unlabelled); all if `n` is None."
+    if n is None or n >= len(df): return df
+    return df.groupby([df.is_valid, df.label.isna()], group_keys=False).sample(frac=n/len(df), random_state=seed)
+
 # %% ../../nbs/07_imdb.ipynb #120bf8f7
 def course_text_learner(dls, lm=True, config=None, pretrained=True, **kwargs):
     "An `AWD_LSTM` language model (`lm`) or classifier, with WikiText-103 weights where they can be had, else random weights and one printed line."
@@ -127,9 +140,18 @@ def course_text_learner(dls, lm=True, config=None, pretrained=True, **kwargs):
 QUICK = dict(max_vocab=1500, awd=dict(emb_sz=48, n_hid=96, n_layers=3), max_len=4)   # max_len in multiples of bptt
 BOOK = dict(max_vocab=60000, awd={}, max_len=20)
 
+def lm_epochs(run):
+    "The epochs of the language model's unfrozen step: the option `lm_epochs` in `run.opts`, else `run.epochs`."
+    value = run.opts.get('lm_epochs', run.epochs)
+    try: n = int(value)
+    except (TypeError, ValueError): n = 0
+    if n < 1 or str(value).strip() != str(n): raise ValueError(f"lm_epochs={value!r}: expected a whole number >= 1")
+    return n
+
 def fit_ulmfit(df, run, setup=noop):
     "ULMFiT on the reviews in `df` as the `RunConfig` `run` says, its encoder saved in `run.tmp`; returns the classifier."
     opts, bptt, lr, work = QUICK if run.quick else BOOK, run.size, run.lr, Path(run.tmp)
+    n_lm = lm_epochs(run)
     set_seed(run.seed)
     dls_lm = imdb_lm_dls(df, bptt=bptt, bs=run.bs, max_vocab=opts['max_vocab'], seed=run.seed, num_workers=run.workers)
     lm = course_text_learner(dls_lm, config=awd_config(opts['awd']), pretrained=run.pretrained, drop_mult=0.3,
@@ -137,7 +159,7 @@ def fit_ulmfit(df, run, setup=noop):
     setup(lm)   # e.g. the command line's one line per epoch
     lm.fit_one_cycle(1, lr)
     lm.unfreeze()
-    lm.fit_one_cycle(run.epochs, lr/10)
+    lm.fit_one_cycle(n_lm, lr/10)
     lm_loss, lm_acc, lm_ppl = lm.validate()
     lm.save_encoder('fine_tuned_enc')
     dls = imdb_clas_dls(df, vocab=dls_lm.vocab, bptt=bptt, bs=run.bs, num_workers=run.workers)
@@ -164,6 +186,7 @@ def _short(text, n=60):
 class ImdbProblem(Problem):
     "IMDB sentiment with ULMFiT: a language model fine-tuned on the reviews, then a classifier on its encoder."
     name, arch, size, lr = 'imdb', 'AWD_LSTM', 72, 2e-2
+    options = {'lm_epochs': "IMDB: epochs of the language model's unfrozen step (default: --epochs; the lesson: 10, with --epochs 2)"}
 
     def files(self, path): return imdb_files(path)
     def check(self, path):
@@ -177,9 +200,11 @@ class ImdbProblem(Problem):
         run = copy(run)
         run.lr, run.quick = run.lr or self.lr, quick_run(run.quick)
         if run.tmp is None: raise ValueError("ImdbProblem.fit needs a working folder, run.tmp, for the encoder")
+        lm_epochs(run)   # a bad option fails here, before any training
         return fit_ulmfit(imdb_df(run.path, unsup=True), run, setup=setup)
 
-    def run_settings(self, path, **opts): return dict(recipe='ULMFiT: language model, then classifier with gradual unfreezing')
+    def run_settings(self, path, **opts):
+        return dict(recipe='ULMFiT: language model, then classifier with gradual unfreezing', **{k: int(v) for k, v in opts.items()})
 
     def plots(self, learn, out):
         from fastai.interpret import ClassificationInterpretation
