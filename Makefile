@@ -1,6 +1,7 @@
-# visioncourse: `make run` runs the course's main job, `make test` runs every test.
-# Both build the virtual environment (.venv) when it is missing: the package and its dev extras from settings.ini,
-# at the exact versions verified together in constraints.txt.
+# visioncourse: `make run` runs the course's main job, `make test` runs every test, `make test-matrix` (CI) runs them
+# on every Python the course supports. They build the virtual environment (.venv) when it is missing: the package and
+# its dev extras from settings.ini, at the exact versions verified together in constraints.txt.
+# Written for any GNU make from 3.81 (a Mac's) on: no make-4 features (--output-sync, .ONESHELL, ::=, $(file ...)).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -11,14 +12,16 @@ RUN_ARGS ?= --epochs 1 --size 64 --bs 32 --arch resnet18 --out runs/pets --force
 
 CONSTRAINTS := constraints.txt
 
-.PHONY: venv run test test-gpu gpu-preflight readme sync-check clean-nbs-check nbtest pytest clean-check chromium lab clean bench
+.PHONY: venv run test test-matrix test-python test-gpu gpu-preflight readme sync-check clean-nbs-check nbtest pytest clean-check chromium lab clean bench
 
 venv: $(STAMP)
 
 $(STAMP): settings.ini setup.py $(CONSTRAINTS)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); the course needs 3.11 or newer (make ... PYTHON=python3.12)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) -e ".[dev]"
+	@start=$$(date +%s); $(BIN)/python -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) -e ".[dev]" && \
+	  echo "make: $(VENV) installed in $$(( $$(date +%s) - start )) s"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -49,13 +52,18 @@ readme: $(STAMP)
 nbtest: $(STAMP)
 	time VISIONCOURSE_REHEARSAL=1 $(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing --flags cuda
 
-# The package, the command line, bad input, the web app, and every notebook run in JupyterLab in headless Chromium.
+# The package, the command line, bad input, the web app, and every notebook run in JupyterLab in headless Chromium
+# (without Chromium the browser tests are skipped with one line saying how to install it; under CI=true they fail).
 pytest: $(STAMP) chromium
-	time $(BIN)/python -m pytest -q --durations=15 tests/
+	time $(BIN)/python -m pytest -q --durations=15 tests/ $(PYTEST_ARGS)
 
-# Debian's Chromium for the browser tests (Playwright's own browser download needs the internet).
-chromium:
-	@command -v chromium >/dev/null || test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q chromium; }
+# Chromium for the browser tests. Found (tests/helpers.py's find_chromium: $$VISIONCOURSE_CHROMIUM, the PATH, a Mac's
+# /Applications, Playwright's download): nothing to do. Missing: under CI as root on Debian, Debian's package is
+# installed; anywhere else nothing is installed, and pytest skips the browser tests with one line saying how to install
+# it without root (`.venv/bin/python -m playwright install chromium`), or fails them under CI=true.
+chromium: $(STAMP)
+	@if PYTHONPATH=tests $(BIN)/python -c 'import sys, helpers; sys.exit(helpers.find_chromium() is None)'; then exit 0; \
+	elif [ -n "$$CI" ] && [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then apt-get update -q && apt-get install -y -q chromium; fi
 
 # Nothing the notebooks or tests ran may have left files in the repository.
 clean-check:
@@ -65,13 +73,45 @@ clean-check:
 	@echo "clean-check: nothing was written into nbs/, lib/, bench/ or tools/"
 
 # nbdev_test (two notebooks at a time) and pytest (whose browser test also runs two notebooks at a time) run side by
-# side, each torch process on one thread, so the cores stay busy to the end; each prints its log when it ends.
+# side, each torch process on one thread, so the cores stay busy to the end; tools/steps.py keeps each one's output in
+# a log file and prints it, with its time, when the step ends (what make 4's --output-sync does, in any make).
 # `make nbtest` or `make pytest` runs one of them alone.
 NB_WORKERS ?= 1
 test: sync-check clean-nbs-check
-	@echo "make test: nbtest and pytest run side by side; each prints its log when it finishes"
-	time OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j2 --output-sync=target NB_WORKERS=2 nbtest pytest
+	@echo "make test: $$($(BIN)/python --version) in $(VENV); nbtest and pytest run side by side, each log printed when it ends"
+	OMP_NUM_THREADS=1 $(BIN)/python tools/steps.py nbtest '$(MAKE) --no-print-directory nbtest NB_WORKERS=2' \
+	                                               pytest '$(MAKE) --no-print-directory pytest'
 	@$(MAKE) --no-print-directory clean-check
+
+# Another Python: `make test-python PY=3.12` builds .venv-3.12 from pyenv's latest 3.12.x (or python3.12 on the PATH)
+# with the same pins (constraints-3.12.txt instead, if one exists for a pin without a wheel for that Python), then runs
+# `make nbtest` (every notebook) and `make pytest` in it, side by side. The real-browser Run All of every notebook
+# (tests/test_notebooks_browser.py) runs in `make test` only, on one Python: it checks JupyterLab, not the interpreter.
+# A missing Python is skipped with one line, or an error under CI.
+PY ?= 3.12
+PYTEST_ARGS ?=
+test-python:
+	@py=; for c in $$(ls -d "$$(pyenv root 2>/dev/null)"/versions/$(PY).*/bin/python 2>/dev/null) $$(command -v python$(PY)); do \
+	  test "$$($$c -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$(PY)" && py=$$c; done; \
+	if [ -z "$$py" ]; then \
+	  if [ -n "$$CI" ]; then echo "make test-python: ERROR: no Python $(PY) (neither pyenv's versions/$(PY).* nor python$(PY) on the PATH): CI tests every Python the course claims"; exit 1; fi; \
+	  echo "make test-python: skipped: no Python $(PY) here (install it, e.g. pyenv install $(PY))"; exit 0; fi; \
+	c=constraints-$(PY).txt; test -f $$c || c=$(CONSTRAINTS); \
+	args="--no-print-directory VENV=.venv-$(PY) PYTHON=$$py CONSTRAINTS=$$c"; \
+	$(MAKE) $$args venv && \
+	echo "make test-python: $$(.venv-$(PY)/bin/python --version) in .venv-$(PY) (pins: $$c); nbtest and pytest run side by side" && \
+	OMP_NUM_THREADS=1 .venv-$(PY)/bin/python tools/steps.py nbtest-$(PY) "$(MAKE) $$args nbtest NB_WORKERS=2" \
+	  pytest-$(PY) "$(MAKE) $$args pytest PYTEST_ARGS=--ignore=tests/test_notebooks_browser.py" && \
+	$(MAKE) --no-print-directory clean-check
+
+# CI (.ci/run): `make test` on the default Python, then the notebooks and the pytest suite on each other Python the
+# course supports (settings.ini's min_python to the newest), each step timed.
+MATRIX ?= 3.12 3.13
+test-matrix:
+	@start=$$(date +%s); $(MAKE) --no-print-directory test && \
+	for v in $(MATRIX); do s=$$(date +%s); $(MAKE) --no-print-directory test-python PY=$$v || exit 1; \
+	  echo "make test-matrix: Python $$v took $$(( $$(date +%s) - s )) s"; done && \
+	echo "make test-matrix: every Python passed ($$($(BIN)/python --version | cut -d' ' -f2) and $(MATRIX)) in $$(( $$(date +%s) - start )) s"
 
 # On a GPU machine: the notebooks' `#| cuda` cells at the book's sizes, in mixed precision. First the pre-flight
 # (torch and its CUDA build, the GPUs and their memory, /dev/shm), which stops with the reason when CUDA is unusable.

@@ -1,70 +1,61 @@
-"""Shared fixtures. Each small model is trained once per test session, in this process, and reused by every test
-file (the CLI tests, the serve tests): `pets_model`, `pascal_model`, `biwi_model`, `imdb_model` are the paths of their model.pkl."""
-import contextlib, io, shutil
-from types import SimpleNamespace
+"""Shared fixtures (what the tests share besides fixtures is in helpers.py). Each small model is trained once per test
+session, in this process, and reused by every test file (the CLI tests, the serve tests): `pets_model`, `pascal_model`,
+`biwi_model`, `imdb_model` are the paths of their model.pkl. `data_cut` makes a cut of any dataset (tools/cut_data.py);
+`browser` is headless Chromium, skipped with one line when it is missing (required under CI=true)."""
+import shutil
+from collections import Counter
 import pytest
-from visioncourse.data import dataset_path
-
-# Small and fast: 32-pixel images, one epoch, random weights.
-SMALL = ['--epochs', '1', '--size', '32', '--bs', '16', '--arch', 'resnet18', '--no-pretrained']
-
-def run_cli(*args):
-    "Run `visioncourse ARGS` in this process; the result looks like `subprocess.run`'s (returncode, stdout, stderr)."
-    from visioncourse.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main([str(a) for a in args])
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+from helpers import (IMDB_SMALL, run_cli, train, train_small, cut, breeds_of_each, IMAGENET_ARCHS, WT103_FILES, WT103_VOCAB,
+                     imagenet_checkpoint, standin_weights, find_chromium, launch_chromium, INSTALL_CHROMIUM)
 
 @pytest.fixture(scope='session')
 def cli():
     "`run_cli`: the command line, called in-process."
     return run_cli
 
-@pytest.fixture(scope='session')
-def pets_small(tmp_path_factory):
-    "A copy of the pets sample with two breeds (a cat and a dog), to keep training fast."
-    dst = tmp_path_factory.mktemp('data')/'pets'
-    (dst/'images').mkdir(parents=True)
-    for f in (dataset_path('pets')/'images').glob('*.jpg'):
-        if f.name.startswith(('Abyssinian_', 'beagle_')): shutil.copy(f, dst/'images'/f.name)
-    return dst
-
-def imdb_small(folder):
-    "Write into `folder/imdb_sample` the first 40 training and 20 validation sample reviews, cut to 40 words; return it."
-    import csv
-    rows = list(csv.reader(open(dataset_path('imdb_sample')/'texts.csv', newline='', encoding='utf-8')))
-    data = folder/'imdb_sample'; data.mkdir()
-    keep = [r for r in rows[1:] if r[2] == 'False'][:40] + [r for r in rows[1:] if r[2] == 'True'][:20]
-    with open(data/'texts.csv', 'w', newline='', encoding='utf-8') as f:
-        csv.writer(f).writerows(rows[:1] + [r[:1] + [' '.join(r[1].split()[:40])] + r[2:] for r in keep])
-    return data
-
-# ULMFiT at the smallest settings that still train both stages: random weights, one epoch, batches of 8.
-IMDB_SMALL = ['--epochs', '1', '--bs', '8', '--lr', '1e-2', '--no-pretrained']
-
-def _train(tmp_path_factory, problem, *extra):
-    "Train `problem` small into a fresh temporary folder; its `out` folder and the printed log."
-    out = tmp_path_factory.mktemp(f'{problem}_run')/problem
-    res = run_cli('train', problem, *SMALL, *extra, '--out', out)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return SimpleNamespace(out=out, log=res.stdout)
+# --- cuts of the datasets ---
 
 @pytest.fixture(scope='session')
-def pets_run(tmp_path_factory, pets_small): return _train(tmp_path_factory, 'pets', '--data', pets_small)
+def data_cut(tmp_path_factory):
+    """`data_cut(name, n=None, **sizes)`: a fresh copy of dataset `name` in its layout, cut by tools/cut_data.py
+    (`n` items: pets per breed, PASCAL or IMDB rows, BIWI frames per person, Planet chips, CamVid images; None: all).
+    Each call makes a new folder, which the test may change."""
+    def make(name, n=None, **sizes): return cut(name, tmp_path_factory.mktemp('data'), n, **sizes)
+    return make
 
 @pytest.fixture(scope='session')
-def pascal_run(tmp_path_factory): return _train(tmp_path_factory, 'pascal')
+def pets_small(data_cut):
+    "Whole breeds of pets, a cat's and a dog's first (cats' names are capitalised), then more until there are 20 images."
+    from visioncourse.data import dataset_path
+    counts = Counter(breeds_of_each(sorted((dataset_path('pets')/'images').glob('*.jpg'))))
+    cats, dogs = [b for b in counts if b[0].isupper()], [b for b in counts if not b[0].isupper()]
+    order = [b for pair in zip(cats, dogs) for b in pair] + cats[len(dogs):] + dogs[len(cats):]
+    keep = order[:2]
+    while sum(counts[b] for b in keep) < 20 and len(keep) < len(order): keep.append(order[len(keep)])
+    return data_cut('pets', breeds=keep)
 
 @pytest.fixture(scope='session')
-def biwi_run(tmp_path_factory): return _train(tmp_path_factory, 'biwi')
+def imdb_small(data_cut):
+    "60 sample reviews, in the sample's split proportions, each cut to its first 40 words."
+    return data_cut('imdb_sample', 60, words=40)
+
+# --- small models, trained once per session ---
+
+_train = train_small   # for tests/test_serve.py until it imports `train_small` from helpers (issue 29: no test imports conftest)
 
 @pytest.fixture(scope='session')
-def imdb_run(tmp_path_factory):
+def pets_run(tmp_path_factory, pets_small): return train_small(tmp_path_factory, 'pets', '--data', pets_small)
+
+@pytest.fixture(scope='session')
+def pascal_run(tmp_path_factory): return train_small(tmp_path_factory, 'pascal')
+
+@pytest.fixture(scope='session')
+def biwi_run(tmp_path_factory): return train_small(tmp_path_factory, 'biwi')
+
+@pytest.fixture(scope='session')
+def imdb_run(tmp_path_factory, imdb_small):
     "`visioncourse train imdb` (ULMFiT) at `IMDB_SMALL` on `imdb_small`'s 60 reviews: its `out` folder and log."
-    tmp = tmp_path_factory.mktemp('imdb_run')
-    res = run_cli('train', 'imdb', *IMDB_SMALL, '--data', imdb_small(tmp), '--out', tmp/'imdb')
-    assert res.returncode == 0, res.stderr[-3000:]
-    return SimpleNamespace(out=tmp/'imdb', log=res.stdout)
+    return train(tmp_path_factory.mktemp('imdb_run')/'imdb', 'imdb', *IMDB_SMALL, '--data', imdb_small)
 
 @pytest.fixture(scope='session')
 def imdb_model(imdb_run): return imdb_run.out/'model.pkl'
@@ -78,19 +69,44 @@ def pascal_model(pascal_run): return pascal_run.out/'model.pkl'
 @pytest.fixture(scope='session')
 def biwi_model(biwi_run): return biwi_run.out/'model.pkl'
 
+# --- the real browser: found, or skipped with one line (required under CI=true) ---
+
+def _ci():
+    from visioncourse.settings import env_flag
+    return bool(env_flag('CI'))
+
+NO_CHROMIUM = f"no Chromium found for the browser tests; install it: {INSTALL_CHROMIUM}"
+
+def pytest_collection_modifyitems(config, items):
+    "Without Chromium, and not under CI, the tests that need the browser are skipped (one line at the end says so)."
+    needs = [i for i in items if 'browser' in getattr(i, 'fixturenames', ())]
+    for i in needs: i.add_marker(pytest.mark.browser)
+    config._browser_skipped = 0
+    if needs and not _ci() and find_chromium() is None:
+        for i in needs: i.add_marker(pytest.mark.skip(reason=NO_CHROMIUM))
+        config._browser_skipped = len(needs)
+
+def pytest_terminal_summary(terminalreporter, config):
+    if getattr(config, '_browser_skipped', 0):
+        terminalreporter.write_line(f"{config._browser_skipped} browser tests skipped: {NO_CHROMIUM}", yellow=True)
+
+@pytest.fixture(scope='session')
+def chromium():
+    "The Chromium binary the browser tests drive (helpers.find_chromium); a clear failure under CI=true if there is none."
+    path = find_chromium()
+    if path is None: pytest.fail(f"CI=true: the browser tests are required, and {NO_CHROMIUM}", pytrace=False)
+    return path
+
+@pytest.fixture(scope='session')
+def browser(chromium):
+    "Headless Chromium driven by Playwright, one for the session."
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = launch_chromium(p, chromium)
+        yield b
+        b.close()
+
 # --- stand-in pretrained weights: the code path of an online learner, offline ---
-
-IMAGENET_ARCHS = ('resnet18', 'resnet34', 'resnet50')   # the course's architectures (the problems' defaults, `--arch`)
-WT103_FILES = ('lstm_fwd.pth', 'itos_wt103.pkl')        # what fastai's wt103-fwd.tgz unpacks to
-WT103_VOCAB = ['xxunk', 'xxpad', 'xxbos', 'xxeos', 'xxfld', 'xxrep', 'xxwrep', 'xxup', 'xxmaj',   # fastai's special tokens
-               'the', ',', '.', 'and', 'a', 'of', 'to', 'is', 'it', 'in', 'i', 'this', 'that', 'was', 'as', 'with',
-               'movie', 'film', 'for', 'but', 'on', 'not', 'you', 'he', 'his', 'are', 'have', 'be', 'one', 'all',
-               'at', 'they', 'by', 'an', 'who', 'so', 'from', 'like', 'there', 'her', 'or', 'just', 'about', 'good']
-
-def imagenet_checkpoint(arch):
-    "The file name torchvision caches `arch`'s default ImageNet weights under (what fastai's `vision_learner` loads)."
-    import torchvision
-    return torchvision.models.get_model_weights(arch).DEFAULT.url.split('/')[-1]
 
 @pytest.fixture(scope='session')
 def standin_torch_home(tmp_path_factory):
@@ -122,30 +138,6 @@ def standin_fastai_home(tmp_path_factory):
     (folder/WT103_FILES[1]).write_bytes(pickle.dumps(WT103_VOCAB))
     yield home
     shutil.rmtree(home, ignore_errors=True)   # about 80 MB
-
-@contextlib.contextmanager
-def standin_weights(torch_home, fastai_home):
-    """Point torch and fastai at the stand-in weights, and the course's reachability check at "offline", until the block ends.
-    The weights are random: what runs with them tests the code of the pretrained path (loading, freezing, rates,
-    normalisation), never the accuracy that real ImageNet or WikiText-103 weights would give."""
-    import sys
-    import visioncourse.data
-    from fastai.data.external import fastai_cfg
-    real = visioncourse.data.can_reach
-    def offline(*args, **kwargs): return False
-    def course_modules(): return [m for n, m in list(sys.modules.items()) if n.split('.')[0] == 'visioncourse']
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv('TORCH_HOME', str(torch_home))
-            mp.setenv('FASTAI_HOME', str(fastai_home))
-            for mod in course_modules():      # whichever course module asks, the internet is out of reach
-                if getattr(mod, 'can_reach', None) is real: mp.setattr(mod, 'can_reach', offline)
-            fastai_cfg.cache_clear()          # fastai reads FASTAI_HOME once and caches its config
-            yield SimpleNamespace(torch_home=torch_home, fastai_home=fastai_home)
-    finally:
-        fastai_cfg.cache_clear()
-        for mod in course_modules():          # a module first imported in the block took `offline` from visioncourse.data
-            if getattr(mod, 'can_reach', None) is offline: mod.can_reach = real
 
 @pytest.fixture
 def pretrained_weights(standin_torch_home, standin_fastai_home):

@@ -6,24 +6,21 @@ executed, no error output, the last cell ran. Notebooks run two at a time (VISIO
 its own page and kernel, as two learners would. A screenshot of each notebook is kept in tests/screenshots/ (git-ignored),
 with each notebook's Run All time in tests/screenshots/run_all_times.txt.
 """
-import os, shutil, socket, subprocess, sys, time
+import os, shutil, subprocess, sys, time
 from pathlib import Path
 import pytest
+from helpers import free_port
+
+pytestmark = pytest.mark.slow   # `browser` (conftest.py): skipped with one line without Chromium, required under CI=true
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT/'tests'/'screenshots'
 # Largest first (a rough guess at the longest), so that no long notebook is left running alone at the end
 NOTEBOOKS = [p.name for p in sorted((ROOT/'nbs').glob('*.ipynb'), key=lambda p: (-p.stat().st_size, p.name))]
-CHROMIUM = os.environ.get('VISIONCOURSE_CHROMIUM', '/usr/bin/chromium')
 TOKEN = 'visioncourse-browser-test'
 RUN_ALL_LIMIT_S = 600   # one notebook's Run All on a 2-core CPU takes a few minutes at most
 # Notebooks run side by side, each in its own kernel: a kernel importing fastai or decoding images uses one core.
 PARALLEL = int(os.environ.get('VISIONCOURSE_BROWSER_PARALLEL', '2'))
-
-def free_port():
-    "A TCP port on the loopback interface that nothing listens on."
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 def wait_for_server(port, proc, timeout=120):
     "Wait until JupyterLab answers on `port`, failing with its log if it exits first."
@@ -39,7 +36,6 @@ def wait_for_server(port, proc, timeout=120):
 @pytest.fixture(scope='module')
 def lab(tmp_path_factory):
     "A JupyterLab server from this venv on a free loopback port, serving a copy of nbs/."
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium); .ci/run does"
     work = tmp_path_factory.mktemp('lab')
     shutil.copytree(ROOT/'nbs', work/'nbs')
     env = {k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'VISIONCOURSE_REHEARSAL', 'VISIONCOURSE_QUICK')}
@@ -62,16 +58,6 @@ def lab(tmp_path_factory):
         try: proc.wait(30)
         except subprocess.TimeoutExpired: proc.kill()
         log.close()
-
-@pytest.fixture(scope='module')
-def browser():
-    "Headless Debian Chromium driven by Playwright."
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu', '--no-first-run',
-                              '--disable-background-networking', '--disable-component-update', '--disable-sync'])
-        yield b
-        b.close()
 
 STATE_JS = """(path) => {
   const app = window.jupyterapp;

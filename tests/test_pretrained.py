@@ -2,12 +2,14 @@
 random stand-ins saved under the names torchvision and fastai load (`pretrained_weights` in conftest.py). Random
 weights test the code (loading, the frozen epoch, unfreezing, discriminative rates, normalisation), never accuracy.
 `pytest -k pretrained` selects these tests. `FitProbe` (fit_probe.py) records what each fit did."""
-import csv, json, os, shutil, warnings
+import json, os, warnings
 import pytest, torch
 from fastai.vision.all import imagenet_stats, SigmoidRange
 from visioncourse.data import dataset_path
-from conftest import run_cli, standin_weights, imagenet_checkpoint, IMAGENET_ARCHS, WT103_VOCAB, WT103_FILES
+from helpers import run_cli, standin_weights, imagenet_checkpoint, IMAGENET_ARCHS, WT103_VOCAB, WT103_FILES
 from fit_probe import probing, RUN
+
+pytestmark = pytest.mark.slow
 
 warnings.filterwarnings('ignore', message='.*torch.jit.script.*')
 FALLBACK = 'random weights'   # the line the course prints when it falls back (visioncourse.learner)
@@ -145,15 +147,9 @@ def test_train_pets_pretrained(pretrained_weights, pets_small, tmp_path):
     assert_normalized(run, loaded.pop())
 
 @pytest.fixture
-def camvid_small(tmp_path):
+def camvid_small(data_cut):
     "Twelve CamVid frames and their masks."
-    src, dst = dataset_path('camvid_tiny'), tmp_path/'camvid_tiny'
-    (dst/'images').mkdir(parents=True); (dst/'labels').mkdir()
-    shutil.copy(src/'codes.txt', dst/'codes.txt')
-    for f in sorted((src/'images').iterdir())[:12]:
-        shutil.copy(f, dst/'images'/f.name)
-        shutil.copy(src/'labels'/f'{f.stem}_P{f.suffix}', dst/'labels'/f'{f.stem}_P{f.suffix}')
-    return dst
+    return data_cut('camvid_tiny', 12)
 
 def test_train_camvid_unet_pretrained(pretrained_weights, camvid_small, tmp_path):
     "The U-Net's encoder is the pretrained body: frozen during the first epoch while the decoder trains."
@@ -208,16 +204,11 @@ def test_planet_progressive_resizing_pretrained(pretrained_weights, tmp_path):
 # --- ULMFiT: the language model from the WikiText-103 stand-in, then the classifier on its encoder ---
 
 @pytest.fixture
-def imdb_small(tmp_path):
-    "16 training and 4 validation reviews of the sample, each cut to its first 24 words (one classifier batch at bs 16)."
-    rows = list(csv.reader(open(dataset_path('imdb_sample')/'texts.csv', newline='', encoding='utf-8')))
-    keep = [r for r in rows[1:] if r[2] == "False"][:16] + [r for r in rows[1:] if r[2] == "True"][:4]
-    data = tmp_path/'imdb_sample'; data.mkdir()
-    with open(data/'texts.csv', 'w', newline='', encoding='utf-8') as f:
-        csv.writer(f).writerows(rows[:1] + [r[:1] + [' '.join(r[1].split()[:24])] + r[2:] for r in keep])
-    return data
+def imdb_tiny(data_cut):
+    "20 reviews of the sample (both splits, in its proportions), each cut to its first 24 words (one classifier batch at bs 16)."
+    return data_cut('imdb_sample', 20, words=24)
 
-def test_train_imdb_ulmfit_pretrained(pretrained_weights, imdb_small, tmp_path, monkeypatch):
+def test_train_imdb_ulmfit_pretrained(pretrained_weights, imdb_tiny, tmp_path, monkeypatch):
     """The full-size `AWD_LSTM` (the only one WikiText-103 weights fit, so not the quick one) starts from the stand-in,
     its embedding matched to the new vocabulary; the classifier starts from the fine-tuned encoder and unfreezes
     gradually, with rates 2.6 times larger from one group to the next (ULMFiT's factor)."""
@@ -226,7 +217,7 @@ def test_train_imdb_ulmfit_pretrained(pretrained_weights, imdb_small, tmp_path, 
     lr = 1e-2
     sd = torch.load(pretrained_weights.fastai_home/'models'/'wt103-fwd'/WT103_FILES[0], weights_only=True)
     with probing() as run:
-        res, report = train(tmp_path/'imdb', 'imdb', '--data', imdb_small, '--epochs', '1', '--size', '16', '--bs', '16',
+        res, report = train(tmp_path/'imdb', 'imdb', '--data', imdb_tiny, '--epochs', '1', '--size', '16', '--bs', '16',
                             '--lr', lr)
     assert len(epoch_lines(res)) == 6, res.stdout
     assert report['metrics']['lm_perplexity'] > 0 and report['settings']['lr'] == lr
