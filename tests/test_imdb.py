@@ -1,7 +1,8 @@
 """The IMDB (ULMFiT) problem as a package: the registry, bad input on disk left untouched, the weights fallback
-(offline, patched), and a tiny full run through `ImdbProblem.fit`, export and load. Reading both layouts and every
-error message are checked in nbs/07_imdb.ipynb's appendix."""
-import warnings
+(offline, patched), the full layout as tools/imdb_full_layout.py writes it (unlabelled reviews for the language model
+only), and a tiny full run through `ImdbProblem.fit`, export and load. Reading both layouts and every error message
+are checked in nbs/07_imdb.ipynb's appendix."""
+import subprocess, sys, warnings
 from pathlib import Path
 import pandas as pd
 import pytest
@@ -12,6 +13,8 @@ from visioncourse.imdb import ImdbProblem, course_text_learner, awd_config, LABE
 from visioncourse.data import dataset_path
 from visioncourse.problems import get_problem
 from visioncourse.training import RunConfig
+
+TOOL = Path(__file__).resolve().parents[1]/'tools'/'imdb_full_layout.py'
 
 
 @pytest.fixture(scope='module')
@@ -59,6 +62,46 @@ def test_check_names_the_problem_and_changes_nothing(tmp_path, full, make):
     assert {f: f.read_bytes() for f in root.rglob('*') if f.is_file()} == before
 
 
+def test_full_layout(tmp_path, full):
+    "tools/imdb_full_layout.py writes the aclImdb layout; the classifier reads its labelled reviews, the language model all."
+    small = full.groupby('is_valid', group_keys=False).head(8)
+    write_csv(tmp_path/'src', small)
+    dest = tmp_path/'imdb'
+    run = lambda: subprocess.run([sys.executable, TOOL, dest, '--csv', tmp_path/'src'/'texts.csv', '--unsup', '3'],
+                                 capture_output=True, text=True)
+    assert run().returncode == 0
+    n = lambda d: len(list((dest/d).glob('*.txt')))
+    for split, valid in [('train', False), ('test', True)]:
+        for folder, label in [('neg', 'negative'), ('pos', 'positive')]:
+            assert n(f'{split}/{folder}') == ((small.is_valid == valid) & (small.label == label)).sum()
+    assert n('unsup') == 3
+    before = {f: f.read_bytes() for f in dest.rglob('*') if f.is_file()}
+    again = run()                                   # a folder that is not empty is refused, and left as it was
+    assert again.returncode != 0 and again.stderr.strip().endswith('not empty; choose a new folder (nothing was written)')
+    assert {f: f.read_bytes() for f in dest.rglob('*') if f.is_file()} == before
+    df = imdb.imdb_df(dest, unsup=True)
+    assert (len(df), df.label.isna().sum(), df.is_valid.sum()) == (16 + 3, 3, small.is_valid.sum())
+    assert not df[df.label.isna()].is_valid.any()
+    assert sorted(df.text[df.label.notna()]) == sorted(small.text)
+    dls_lm = imdb.imdb_lm_dls(df, bptt=16, bs=4, max_vocab=200)
+    assert len(dls_lm.train_ds) + len(dls_lm.valid_ds) == 19
+    dls = imdb.imdb_clas_dls(df, vocab=dls_lm.vocab, bptt=16, bs=4)
+    assert (len(dls.train_ds), len(dls.valid_ds)) == ((~small.is_valid).sum(), small.is_valid.sum())
+    assert list(dls.vocab[1]) == list(LABELS)
+    x, y = dls.one_batch()                         # no 'nan' class: the batch decodes
+    assert set(y.tolist()) <= {0, 1}
+
+
+def test_lm_epochs_option():
+    "`visioncourse train imdb --lm_epochs N` reaches `run.opts`; a bad value is one line."
+    from visioncourse.cli import problem_options
+    assert problem_options('imdb', ['--lm_epochs', '10']) == {'lm_epochs': '10'}
+    assert imdb.lm_epochs(RunConfig(problem='imdb', path=Path('.'), epochs=2, opts={'lm_epochs': '10'})) == 10
+    assert imdb.lm_epochs(RunConfig(problem='imdb', path=Path('.'), epochs=2)) == 2
+    for bad in ('0', 'ten', '2.5'):
+        with pytest.raises(ValueError, match=f"lm_epochs='{bad}'"): imdb.lm_epochs(RunConfig(problem='imdb', path=Path('.'), opts={'lm_epochs': bad}))
+
+
 @pytest.fixture(scope='module')
 def tiny_dls(full):
     small = full.groupby('is_valid', group_keys=False).head(8)
@@ -89,10 +132,18 @@ def test_fit_predict_export(tmp_path, full):
     data = write_csv(tmp_path/'data', small)
     p = ImdbProblem()
     with pytest.raises(ValueError, match='run.tmp'): p.fit(RunConfig(problem='imdb', path=data))
-    made = []
-    run = RunConfig(problem='imdb', path=data, tmp=tmp_path/'work', epochs=1, size=16, bs=8, seed=0, workers=0, quick=True)
-    learn = p.fit(run, setup=made.append)
+    from fastai.callback.core import Callback
+    made, fits = [], []
+    class Fits(Callback):
+        def before_train(self): fits.append((len(made), self.learn.n_epoch, self.learn.epoch))   # model, step's epochs, epoch
+    def setup(learner):
+        made.append(learner)
+        learner.add_cb(Fits())
+    run = RunConfig(problem='imdb', path=data, tmp=tmp_path/'work', epochs=1, size=16, bs=8, seed=0, workers=0, quick=True,
+                    opts={'lm_epochs': '2'})
+    learn = p.fit(run, setup=setup)
     assert len(made) == 2 and made[1] is learn      # setup saw the language model, then the classifier
+    assert fits == [(1, 1, 0), (1, 2, 0), (1, 2, 1), (2, 1, 0), (2, 1, 0), (2, 1, 0), (2, 1, 0)]   # LM: 1 + lm_epochs; classifier: 1+1+1 + epochs
     assert (tmp_path/'work'/'models'/'fine_tuned_enc.pth').is_file()
     assert list(learn.dls.vocab[1]) == ['negative', 'positive']
     assert learn.ulmfit['bptt'] == 16 and learn.ulmfit['awd'] == imdb.QUICK['awd']
