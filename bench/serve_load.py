@@ -5,7 +5,12 @@ is given), waits for /health, then:
 
 1. posts one pet photo to /predict `--requests` times with `--concurrency` requests in flight, and prints requests
    per second, p50/p95 latency and the errors (any answer but 200);
-2. sends `--hostile` uploads, `--hostile-concurrency` at once, in a fixed shuffled mix: *bombs* (a 12,000 x 12,000
+2. slow clients (`--slow`, default 50, 0: none): each opens a connection and sends its upload at about `--slow-rate`
+   bytes a second (1 KB/s), half of them a 49 KB photo (sent in under a minute: they should end 200), half the
+   sample's largest photo (244 KB: they should end 408 at the server's 60 s receive deadline); while they send,
+   `--beside` (20) ordinary uploads are posted at once, after the same burst was timed on the unloaded server, and
+   /health is asked every half second; it prints how each slow client ended, the two bursts' latencies, and /health's;
+3. sends `--hostile` uploads, `--hostile-concurrency` at once, in a fixed shuffled mix: *bombs* (a 12,000 x 12,000
    PNG of zeros, 410 KB on the wire, 432 MB once decoded), *large* images (a 6,000 x 4,000 PNG of zeros, 24
    megapixels), 10 MB of random bytes named `.jpg`, and ordinary photos; it prints the status codes each kind got.
 
@@ -14,7 +19,7 @@ All the while it samples the server's resident memory (`VmRSS` in /proc, every 2
 `--rss-cap` MB it is killed (so a server without bounds cannot take the machine down) and the run says so.
 Nothing leaves the machine; nothing is written outside a temporary folder, removed at the end.
 
-    python bench/serve_load.py [--requests 100] [--concurrency 8] [--hostile 24] [--model runs/pets/model.pkl]
+    python bench/serve_load.py [--requests 100] [--concurrency 100] [--slow 50] [--hostile 24] [--model runs/pets/model.pkl]
 
 To measure another version of the server with the same load, point PYTHONPATH at its `lib/` folder: the server is
 started with this environment, and the log line `visioncourse from ...` says which copy it imported.
@@ -125,10 +130,80 @@ def post_all(url, uploads, concurrency, timeout=300):
         with concurrent.futures.ThreadPoolExecutor(concurrency) as ex: results = list(ex.map(one, uploads))
     return time.perf_counter() - start, results
 
+def slow_post(url, name, data, rate, timeout=300):
+    "Send `data` as the form's file to /predict at about `rate` bytes a second, stopping once the server answers: (status or error, s)."
+    import select
+    host, port = url.split('//')[1].strip('/').split(':')
+    body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="%s"\r\nContent-Type: image/jpeg\r\n\r\n' % name.encode()
+            + data + b'\r\n--b--\r\n')
+    start = time.perf_counter()
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as s:
+            s.sendall(b'POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=b\r\n'
+                      b'Content-Length: %d\r\n\r\n' % len(body))
+            step = max(1, rate // 4)
+            for i in range(0, len(body), step):   # a quarter of `rate` every quarter of a second
+                if select.select([s], [], [], 0.25)[0]: break   # the server has answered
+                try: s.sendall(body[i:i + step])
+                except OSError: break
+            got = b''
+            try:
+                while (part := s.recv(65536)): got += part
+            except ConnectionResetError: pass
+        head = got.split(b'\r\n', 1)[0].split()
+        if len(head) < 2: return 'reset, no answer', time.perf_counter() - start
+        json_body = b'application/json' in got.split(b'\r\n\r\n', 1)[0].lower()
+        return int(head[1]) if json_body else f'{int(head[1])} not JSON', time.perf_counter() - start
+    except OSError as e: return type(e).__name__, time.perf_counter() - start
+
+class HealthWatch(threading.Thread):
+    "Ask /health every `every` seconds until stopped: each answer's status (or error) and seconds."
+    def __init__(self, url, every=0.5):
+        super().__init__(daemon=True); self.url, self.every, self.answers, self.running = url, every, [], True
+    def run(self):
+        while self.running:
+            start = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url + 'health', timeout=30) as r: got = r.status
+            except Exception as e: got = type(e).__name__
+            self.answers.append((got, time.perf_counter() - start))
+            time.sleep(self.every)
+
+def latencies(results):
+    "p50, p95 and the largest of the 200s' seconds, in ms, and how many answers were not 200."
+    lat = [t for _, got, t in results if got == 200]
+    ms = lambda x: round(x * 1000, 1)
+    return dict(p50_ms=ms(percentile(lat, 50)) if lat else None, p95_ms=ms(percentile(lat, 95)) if lat else None,
+                max_ms=ms(max(lat)) if lat else None, errors=sum(got != 200 for _, got, _ in results))
+
+def slow_phase(url, photo, big, args):
+    "The slow clients with, at the same time, `args.beside` ordinary uploads and a /health watch."
+    ordinary = [('photo', photo.name, photo.read_bytes(), 'image/jpeg')] * args.beside
+    _, alone = post_all(url, ordinary, args.beside)   # the same burst on the unloaded server
+    health = HealthWatch(url); health.start()
+    pick = [(photo.name, photo.read_bytes()) if i % 2 == 0 else (big.name, big.read_bytes()) for i in range(args.slow)]
+    with concurrent.futures.ThreadPoolExecutor(args.slow) as ex:
+        slow = [ex.submit(slow_post, url, n, d, args.slow_rate) for n, d in pick]
+        time.sleep(3)                                   # all of them connected and sending
+        _, beside = post_all(url, ordinary, args.beside)
+        ends = [f.result() for f in slow]
+    health.running = False; health.join()
+    by_size = collections.defaultdict(collections.Counter)
+    for (n, d), (got, t) in zip(pick, ends): by_size[f'{len(d)//1000} KB'][str(got)] += 1
+    hs = [t for got, t in health.answers if got == 200]
+    return dict(slow=args.slow, slow_rate=args.slow_rate, slow_answers={k: dict(v) for k, v in by_size.items()},
+                slow_seconds=dict(min=round(min(t for _, t in ends), 1), max=round(max(t for _, t in ends), 1)),
+                beside=args.beside, beside_unloaded=latencies(alone), beside_with_slow=latencies(beside),
+                health_asked=len(health.answers), health_not_200=len(health.answers) - len(hs),
+                health_max_ms=round(max(hs) * 1000, 1) if hs else None)
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--requests', type=int, default=100, help='ordinary predictions to send (0: none)')
-    p.add_argument('--concurrency', type=int, default=8, help='ordinary requests in flight at once')
+    p.add_argument('--concurrency', type=int, default=100, help='ordinary requests in flight at once')
+    p.add_argument('--slow', type=int, default=50, help='slow clients, sending their uploads at --slow-rate (0: none)')
+    p.add_argument('--slow-rate', type=int, default=1024, help='bytes a second each slow client sends')
+    p.add_argument('--beside', type=int, default=20, help='ordinary uploads posted at once while the slow clients send')
     p.add_argument('--hostile', type=int, default=24, help='hostile uploads to send after them (0: none)')
     p.add_argument('--hostile-concurrency', type=int, default=8, help='hostile requests in flight at once')
     p.add_argument('--rss-cap', type=int, default=6000, help='MB of resident memory at which the server is killed')
@@ -169,6 +244,11 @@ def main():
                        p95_ms=round(percentile(lat, 95) * 1000, 1) if lat else None)
             print(f"{args.requests} predictions, {args.concurrency} at a time, on {url}: {res['requests_per_s']} requests/s, "
                   f"p50 {res['p50_ms']} ms, p95 {res['p95_ms']} ms, {errors} errors; peak RSS so far {watch.peak:.0f} MB")
+        if args.slow:
+            res.update(slow_phase(url, image, max((dataset_path('pets')/'images').glob('*.jpg'), key=lambda f: f.stat().st_size), args))
+            print(f"{args.slow} slow clients at {args.slow_rate} B/s ended: {res['slow_answers']} after {res['slow_seconds']} s; "
+                  f"{args.beside} ordinary uploads at once beside them: {res['beside_with_slow']} (unloaded: {res['beside_unloaded']}); "
+                  f"/health asked {res['health_asked']} times, {res['health_not_200']} not 200, slowest {res['health_max_ms']} ms")
         if args.hostile:
             uploads = hostile_uploads(image, args.hostile)
             elapsed, results = post_all(url, uploads, args.hostile_concurrency)
@@ -197,7 +277,8 @@ def main():
                                  uvicorn=uvicorn.__version__, python=platform.python_version()),
                    date=datetime.date.today().isoformat())
         print(json.dumps(res))
-        return 1 if res.get('errors') or not alive else 0
+        failed = res.get('errors') or res.get('health_not_200') or (res.get('beside_with_slow') or {}).get('errors')
+        return 1 if failed or not alive else 0
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()

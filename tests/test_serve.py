@@ -1,6 +1,8 @@
 """The web app of `visioncourse serve` (nbs/08_serve.ipynb): each endpoint and each bad or hostile input, through
-FastAPI's test client, on the session's small models (tests/conftest.py) and a small IMDB model trained here."""
-import concurrent.futures, contextlib, io, json, pickle, struct, threading, time, zlib
+FastAPI's test client (the app called in-process) and, for what only a real HTTP server does (bodies without a
+`Content-Length`, slow senders, a long line of waiting requests), through uvicorn on a free loopback port; on the
+session's small models (tests/conftest.py). No assertion here depends on timing: speed is measured in bench/serve_load.py."""
+import asyncio, concurrent.futures, contextlib, io, json, pickle, socket, struct, threading, time, zlib
 from pathlib import Path
 import pytest
 from PIL import Image
@@ -57,6 +59,49 @@ def png_of_zeros(w, h):
     idat = b''.join(z.compress(row) for _ in range(h)) + z.flush()
     return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
             + chunk(b'IDAT', idat) + chunk(b'IEND', b''))
+
+@contextlib.contextmanager
+def live(app):
+    "Serve `app` with uvicorn on a free port of 127.0.0.1, in a thread of this process: its URL, until the block ends."
+    import uvicorn
+    sock = socket.socket(); sock.bind(('127.0.0.1', 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level='warning'))
+    thread = threading.Thread(target=server.run, kwargs=dict(sockets=[sock]), daemon=True); thread.start()
+    try:
+        deadline = time.time() + 120
+        while not server.started:
+            assert thread.is_alive() and time.time() < deadline, 'uvicorn did not start'
+            time.sleep(0.05)
+        yield f'http://127.0.0.1:{sock.getsockname()[1]}/'
+    finally:
+        server.should_exit = True; thread.join(60); sock.close()
+
+def raw_post(url, headers, chunks, pause=0.0):
+    "POST `chunks` to `url`predict over a plain socket, `pause` s apart, stopping when the server answers: (status, headers, JSON)."
+    import select
+    host, port = url.split('//')[1].strip('/').split(':')
+    with socket.create_connection((host, int(port)), timeout=120) as s:
+        s.sendall(('POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n' + ''.join(f'{k}: {v}\r\n' for k, v in headers.items()) + '\r\n').encode())
+        for chunk in chunks:
+            if select.select([s], [], [], pause)[0]: break   # the server has answered: stop sending
+            try: s.sendall(chunk)
+            except OSError: break                            # it closed the connection after answering
+        got = b''
+        try:
+            while (part := s.recv(65536)): got += part
+        except ConnectionResetError: pass   # closed with our unread bytes in its buffer: what came before the reset stands
+    head, body = got.split(b'\r\n\r\n', 1)
+    lines = head.decode('latin-1').split('\r\n')
+    heads = {k.lower(): v.strip() for k, v in (l.split(':', 1) for l in lines[1:])}
+    if heads.get('transfer-encoding') == 'chunked':   # uvicorn answers a body of unknown size in chunks
+        out = b''
+        while (n := int(body.split(b'\r\n', 1)[0], 16)): body = body.split(b'\r\n', 1)[1]; out += body[:n]; body = body[n + 2:]
+        body = out
+    return int(lines[0].split()[1]), heads, json.loads(body)
+
+def multipart_head(name='file', filename='a.jpg'):
+    return (f'--b\r\nContent-Disposition: form-data; name="{name}"' + (f'; filename="{filename}"\r\nContent-Type: image/jpeg' if filename else '')
+            + '\r\n\r\n').encode()
 
 def encoded(fmt, size=(16, 12), mode='RGB'):
     buf = io.BytesIO(); Image.new(mode, size, 'red').save(buf, fmt); return buf.getvalue()
@@ -162,13 +207,17 @@ def test_decoded_once_and_handed_over(client, loaded, photos, monkeypatch):
     assert len(items) == 1 and isinstance(items[0], Image.Image) and items[0].size == size
     assert loads.count(size) == 1
 
-def test_too_large(client):
-    from visioncourse.serve import MAX_UPLOAD
-    assert MAX_UPLOAD == 10 * 2**20
-    r = upload(client, 'huge.jpg', b'\xff' * (MAX_UPLOAD + 1))  # just over: the handler's own check
-    assert r.status_code == 413 and 'too large' in r.json()['error'] and '10 MB' in r.json()['error']
-    r = upload(client, 'huger.jpg', b'\xff' * (MAX_UPLOAD + 2**20))  # refused by the body limit
-    assert r.status_code == 413 and 'too large' in r.json()['error']
+def test_too_large(client, monkeypatch):
+    "Just over the limit: read, then refused by the handler naming the file; far over: refused from `Content-Length`, unread."
+    from visioncourse import serve as serve_mod
+    assert serve_mod.MAX_UPLOAD == 10 * 2**20
+    r = upload(client, 'huge.jpg', b'\xff' * (serve_mod.MAX_UPLOAD + 1))
+    assert r.status_code == 413 and r.json()['error'] == 'huge.jpg: upload too large: the file is over the limit of 10 MB'
+    forms = []
+    monkeypatch.setattr(serve_mod, '_form', lambda *a: forms.append(a))   # the body must not reach the form parser
+    r = upload(client, 'huger.jpg', b'\xff' * (serve_mod.MAX_UPLOAD + 2**20))
+    assert r.status_code == 413 and forms == []
+    assert r.json()['error'].startswith('upload too large: the request says it is ') and r.json()['error'].endswith('the limit is 10 MB')
 
 def test_size_limit_is_a_setting(loaded, photos):
     from fastapi.testclient import TestClient
@@ -188,7 +237,41 @@ def test_too_large_without_length(loaded):
         yield b'\r\n--b--\r\n'
     r = small.post('/predict', content=body(), headers={'content-type': 'multipart/form-data; boundary=b'})
     assert r.request.headers.get('content-length') is None
-    assert r.status_code == 413 and r.json()['error'] == 'upload too large: the limit is 1000 bytes'
+    assert r.status_code == 413 and r.json()['error'] == 'upload too large: over 1000 bytes arrived without a Content-Length; the limit is 1000 bytes'
+
+def test_too_large_without_length_over_a_socket(loaded):
+    "The same through uvicorn on a real socket, sent in HTTP chunks: a JSON 413 once over the limit, before the body ends."
+    from visioncourse.serve import make_app, Limits
+    with live(make_app(*loaded, limits=Limits(max_bytes=1000))) as url:
+        chunks = [multipart_head()] + [b'\xff' * 1024] * 200 + [b'\r\n--b--\r\n']
+        status, heads, answer = raw_post(url, {'Content-Type': 'multipart/form-data; boundary=b', 'Transfer-Encoding': 'chunked'},
+                                         [b'%x\r\n%s\r\n' % (len(c), c) for c in chunks] + [b'0\r\n\r\n'], pause=0.01)
+    assert 'content-length' not in heads or status == 413
+    assert status == 413 and answer == dict(error='upload too large: over 1000 bytes arrived without a Content-Length; the limit is 1000 bytes')
+
+@pytest.mark.parametrize('how', ['multipart', 'urlencoded'])
+def test_text_field_too_large_over_a_socket(text_loaded, how):
+    "A text field over 1 MB sent to the IMDB model through uvicorn: a 413 naming the field, not the parser's 400."
+    import httpx
+    from visioncourse.serve import make_app, MAX_FIELD
+    with live(make_app(*text_loaded)) as url:
+        kw = dict(data=dict(text='a' * (MAX_FIELD + 1)))
+        if how == 'multipart': kw['files'] = dict(other=('', b'', 'text/plain'))   # forces a multipart body
+        r = httpx.post(url + 'predict', timeout=120, **kw)
+    assert r.status_code == 413 and r.json()['error'].startswith("form field 'text': over the limit of 1 MB")
+
+def test_json_too_large(text_client):
+    from visioncourse.serve import MAX_FIELD
+    r = text_client.post('/predict', content=b'{"text": "' + b'a' * MAX_FIELD + b'"}', headers={'content-type': 'application/json'})
+    assert r.status_code == 413 and r.json()['error'].startswith('the JSON body is over the limit of 1 MB')
+
+def test_slow_sender_gets_408(loaded):
+    "A client that sends part of its body and then stalls gets a JSON 408 once `receive_s` has passed, over a real socket."
+    from visioncourse.serve import make_app, Limits
+    with live(make_app(*loaded, limits=Limits(receive_s=1))) as url:
+        status, _, answer = raw_post(url, {'Content-Type': 'multipart/form-data; boundary=b', 'Content-Length': '5000'},
+                                     [multipart_head(), b'\xff' * 100] + [b'\xff'] * 600, pause=0.5)
+    assert status == 408 and answer == dict(error='request timeout: the body did not arrive within 1 s')
 
 @pytest.mark.parametrize('kwargs', [
     dict(files=dict(image=('a.jpg', b'abc', 'image/jpeg'))),   # the wrong field name
@@ -292,32 +375,90 @@ def test_lock(loaded, photos, served_model):
     with concurrent.futures.ThreadPoolExecutor(8) as ex: list(ex.map(attempt, images))
     assert unlocked.most > 1
 
-def test_busy_answers_503(loaded, photos):
-    "With one request at work and none allowed to wait, the next one gets a 503 JSON at once; then work resumes."
+def slow(problem, started, release):
+    "A copy of `problem` whose `predict` says it has started, then waits for `release`."
+    class Slow(type(problem)):
+        def predict(self, learn, item, out=None): started.set(); release.wait(120); return super().predict(learn, item)
+    return Slow()
+
+def test_long_wait_answers_503(loaded, photos):
+    "Once a request has been timed, one whose expected wait passes `max_wait` gets a 503 JSON with `Retry-After`; then work resumes."
     from fastapi.testclient import TestClient
     from visioncourse.serve import make_app, Limits
     learn, problem = loaded
     started, release = threading.Event(), threading.Event()
-    class Slow(type(problem)):
-        def predict(self, learn, item, out=None):
-            started.set(); release.wait(30); return super().predict(learn, item)
-    c = TestClient(make_app(learn, Slow(), limits=Limits(busy=1, waiting=0)))
+    c = TestClient(make_app(learn, slow(problem, started, release), limits=Limits(busy=1, max_wait=0)))
     data = photos[0].read_bytes()
+    release.set()
+    assert upload(c, 'a.jpg', data).status_code == 200   # timed
+    started.clear(); release.clear()
     with concurrent.futures.ThreadPoolExecutor(1) as ex:
-        first = ex.submit(upload, c, 'a.jpg', data)
-        assert started.wait(30)
-        r = upload(c, 'b.jpg', data)
+        first = ex.submit(upload, c, 'b.jpg', data)
+        assert started.wait(120)
+        r = upload(c, 'c.jpg', data)
         release.set()
         assert first.result().status_code == 200
-    assert r.status_code == 503 and r.headers['retry-after'] == '1' and r.json()['error'].startswith('server busy')
-    assert upload(c, 'c.jpg', data).status_code == 200
+    assert r.status_code == 503 and int(r.headers['retry-after']) >= 1
+    assert r.json()['error'].startswith('server busy: the expected wait of ') and 'over the limit of 0 s' in r.json()['error']
+    assert upload(c, 'd.jpg', data).status_code == 200
+
+def test_admission_arithmetic():
+    "The expected wait is the line ahead times the measured mean over `busy`; past `max_wait` a 503, past `inside` a 503."
+    from visioncourse.serve import Admission, ClientError
+    async def settle():   # let every callback and task that is ready run
+        for _ in range(10): await asyncio.sleep(0)
+    async def scenario():
+        a = Admission(busy=2, max_wait=0.6, inside=6)
+        for _ in range(6): a.arrive()
+        with pytest.raises(ClientError) as e: a.arrive()
+        assert e.value.status == 503 and 'Retry-After' in e.value.headers
+        await a.enter(); await a.enter()                     # two places: no wait, nothing measured yet
+        assert a.expected_wait() == 0                        # nothing measured: nobody refused for the wait
+        waiting = [asyncio.ensure_future(a.enter()) for _ in range(2)]
+        await settle()
+        assert len(a.line) == 2 and not any(w.done() for w in waiting)
+        a.leave(0.5)                                         # the first in line gets the place; the mean is 0.5 s
+        await settle()
+        assert waiting[0].done() and not waiting[1].done() and a.working == 2
+        assert a.expected_wait() == (1 + 1) * 0.5 / 2        # one ahead in line, and this one
+        third = asyncio.ensure_future(a.enter()); await settle()   # expected 0.5 s: allowed
+        with pytest.raises(ClientError) as e: await a.enter()   # expected (2 + 1) * 0.5 / 2 = 0.75 s: over max_wait
+        assert e.value.status == 503 and e.value.headers == {'Retry-After': '1'}
+        third.cancel(); await settle()
+        assert len(a.line) == 1 and not waiting[1].done()    # a cancelled wait leaves the line
+        a.leave(0.5); a.leave(0.5); a.leave(0.5); await settle()
+        assert waiting[1].done() and a.working == 0 and not a.line
+    asyncio.run(scenario())
+
+def test_waiting_holds_no_thread(loaded, photos):
+    "60 uploads through uvicorn while one prediction is held: 59 wait in line, no thread each, /health answers; then all 200."
+    import httpx
+    from visioncourse.serve import make_app, Limits
+    learn, problem = loaded
+    started, release = threading.Event(), threading.Event()
+    app = make_app(learn, slow(problem, started, release), limits=Limits(busy=1))
+    data = photos[0].read_bytes()
+    with live(app) as url:
+        before = threading.active_count()
+        async def burst():
+            async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=100)) as c:
+                posts = [asyncio.ensure_future(c.post('predict', files=dict(file=(f'{i}.jpg', data, 'image/jpeg')))) for i in range(60)]
+                while len(app.state.admission.line) < 59: await asyncio.sleep(0.05)
+                health = await c.get('health')
+                threads = threading.active_count() - before
+                release.set()
+                return health, threads, await asyncio.gather(*posts)
+        health, threads, answers = asyncio.run(burst())
+    assert health.status_code == 200 and health.json()['status'] == 'ok'
+    assert threads < 20   # one at work and a few of the server's own; before, each waiting request held a thread
+    assert [r.status_code for r in answers] == [200] * 60
 
 def test_waiting_requests_are_answered(loaded, photos):
-    "Requests beyond `busy` but within `waiting` wait their turn and are all answered."
+    "Requests beyond `busy` wait their turn and are all answered."
     from fastapi.testclient import TestClient
     from visioncourse.serve import make_app, Limits
     watch = Overlap()
-    c = TestClient(make_app(loaded[0], watch.problem(loaded[1]), limits=Limits(busy=1, waiting=5)))
+    c = TestClient(make_app(loaded[0], watch.problem(loaded[1]), limits=Limits(busy=1)))
     with concurrent.futures.ThreadPoolExecutor(6) as ex:
         codes = [r.status_code for r in ex.map(lambda fn: upload(c, fn.name, fn.read_bytes()), photos[:6])]
     assert codes == [200] * 6 and watch.most == 1
