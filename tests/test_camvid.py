@@ -221,3 +221,11 @@ def test_finder_points_match_fastai(tmp_path, n_batches, num_it):
     learn = Learner(DataLoaders.from_dsets(ds, ds, bs=2, device='cpu'), nn.Linear(1, 1), loss_func=MSELossFlat(), path=tmp_path)
     with learn.no_bar(): learn.lr_find(num_it=num_it, stop_div=False, show_plot=False, suggest_funcs=None)
     assert len(learn.recorder.lrs[num_it//10:-5]) == finder_points(num_it, n_batches)
+
+def test_subset_keeps_validation_frames(tmp_path):
+    "`n_items` on a dataset with valid.txt: the subset keeps valid.txt's share of frames, one at least, for every seed."
+    root = small_copy(tmp_path, 10, valid=[f.name for f in FNAMES[8:10]])
+    for seed in range(10):
+        dls = camvid_dls(root, size=(32, 48), bs=2, n_items=5, seed=seed, num_workers=0)
+        assert (len(dls.train_ds), len(dls.valid_ds)) == (4, 1), seed
+        assert {f.name for f in dls.valid_ds.items} <= {f.name for f in FNAMES[8:10]}
