@@ -139,8 +139,8 @@ def cut_folder(name, src, dst, n=None, **kwargs):
     return dst
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog='\n'.join(__doc__.splitlines()[2:]))
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split('\n\n', 2)[2])
     p.add_argument('source', type=Path); p.add_argument('dest', type=Path)
     p.add_argument('--pets-per-breed', type=int); p.add_argument('--pascal-rows', type=int)
     p.add_argument('--pascal-test', type=int); p.add_argument('--biwi-frames', type=int, help='frames per person')

@@ -6,18 +6,21 @@
 __all__ = []
 
 # %% ../../nbs/99_all.ipynb #4c0fe7d6
-import importlib
+from .settings import *
+from .data import *
+from .learner import *
+from .problems import *
+from .pets import *
+from .multilabel import *
+from .keypoints import *
+from .training import *
+from .planet import *
+from .camvid import *
+from .imdb import *
+from .serve import *
 
-_MODULES = 'settings data problems learner pets multilabel keypoints training planet camvid imdb serve'.split()
-_RUNNER = {'is_gpu_cell', 'gpu_cell_transformer', 'enable_gpu_cells', 'quiet_console_bars', 'env_flag', 'NO_GPU', 'SKIPPED'}
-_TRAINING = {'RunConfig', 'run_training', 'load_model'}
-
-def _learner_names(module, names):
-    "The names of `module`'s `__all__` that a learner uses."
-    if module == 'settings': return [n for n in names if n not in _RUNNER]
-    if module == 'training': return [n for n in names if n in _TRAINING]
-    return [n for n in names if n != 'problem']
-
-_modules = {m: importlib.import_module(f'visioncourse.{m}') for m in _MODULES}   # `serve` is also a function
-__all__ = [n for m, mod in _modules.items() for n in _learner_names(m, mod.__all__)]
-globals().update({n: getattr(mod, n) for m, mod in _modules.items() for n in _learner_names(m, mod.__all__)})
+# %% ../../nbs/99_all.ipynb #99a11drop01
+_NOT_HERE = ('problem', 'load_model', 'splitter', 'accuracy_multi',   # see above: each is also in its own module
+             'is_gpu_cell', 'gpu_cell_transformer', 'enable_gpu_cells', 'quiet_console_bars', 'env_flag', 'NO_GPU', 'SKIPPED')
+for _name in _NOT_HERE: globals().pop(_name, None)
+__all__ = [_n for _n in dir() if not _n.startswith('_')]

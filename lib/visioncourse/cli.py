@@ -11,7 +11,7 @@ from pathlib import Path
 from fastcore.script import anno_parser
 import visioncourse
 from .data import DATASETS, DatasetNotFoundError, dataset_path, layout_problem, count_items
-from .problems import PROBLEMS, UsageError
+from .problems import PROBLEMS, UsageError, check_problem, check_model_file
 
 # %% ../../nbs/04a_cli.ipynb #9c50b14d
 ARCHS = ('resnet18', 'resnet34', 'resnet50')
@@ -61,7 +61,7 @@ def train(
     **opts,                # The problem's own options (its `Problem.options`), e.g. BIWI's valid_person
 ):
     "Train a model on one of the course's problems and export it, with its metrics and plots, into --out."
-    if problem not in PROBLEMS: raise UsageError(f"unknown problem {problem!r}; choose one of {', '.join(PROBLEMS)}")
+    check_problem(problem)
     check_options(epochs, size, bs, lr, arch, workers)
     if arch and PROBLEMS[problem].get('inputs', 'image') != 'image': raise UsageError(f"--arch does not apply to problem {problem}")
     out = Path(out).expanduser().resolve()
@@ -79,7 +79,7 @@ def predict(
     text:str=None,         # For a text problem: the text to predict, instead of files
 ):
     "Print the prediction for each item. Loading a pickled learner runs code from it: only load model files you trust."
-    if not Path(model).is_file(): raise UsageError(f"{model}: model file does not exist")
+    check_model_file(model)
     if text is not None and not text.strip(): raise UsageError("--text is empty")
     if text is not None and items: raise UsageError("give files or --text, not both")
     if text is None and not items: raise UsageError("give the files to predict (or --text for a text problem)")
@@ -104,7 +104,7 @@ def serve(
     port:int=8000,          # Port to listen on
 ):
     "Serve a trained model's predictions as a web page and a JSON API. Loads a pickle: only serve model files you trust."
-    if not Path(model).is_file(): raise UsageError(f"{model}: model file does not exist")
+    check_model_file(model)
     if not 0 < port < 65536: raise UsageError(f"--port must be between 1 and 65535, got {port}")
     try: from visioncourse.serve import serve as serve_model
     except ModuleNotFoundError as e:
@@ -140,7 +140,7 @@ def _parser(cmd, problem=None):
 def problem_options(problem, argv):
     "The options of `problem` (its `Problem.options`) in `argv`, what `train`'s own parser left; one line for any other."
     if not argv: return {}
-    if problem not in PROBLEMS: raise UsageError(f"unknown problem {problem!r}; choose one of {', '.join(PROBLEMS)}")
+    check_problem(problem)
     from visioncourse.problems import get_problem
     p = _one_line_errors(argparse.ArgumentParser(prog=f'visioncourse train {problem}', add_help=False, allow_abbrev=False), 'train')
     for k in get_problem(problem).options: p.add_argument(f'--{k}')

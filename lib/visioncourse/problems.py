@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PROBLEMS', 'IMAGE_FORMATS', 'MAX_PIXELS', 'UsageError', 'open_image', 'check_image', 'save_fig', 'Problem',
-           'get_problem', 'available']
+           'check_problem', 'check_model_file', 'get_problem']
 
 # %% ../../nbs/00c_problems.ipynb #f60473a0
 import visioncourse.settings  # first: it quiets a warning torchvision prints when a lesson module is imported
@@ -132,10 +132,18 @@ class Problem:
     def __repr__(self): return f"{type(self).__name__}({self.name!r}, dataset={self.dataset!r})"
 
 # %% ../../nbs/00c_problems.ipynb #ef42c585
+def check_problem(name):
+    "Raise a one-line `ValueError` unless `name` is in the registry (nothing is imported)."
+    if name not in PROBLEMS: raise ValueError(f"unknown problem {name!r}; choose one of {', '.join(PROBLEMS)}")
+
+def check_model_file(fn):
+    "Raise `UsageError` unless `fn` is a file; return it as a `Path` (loading it is `load_model`'s job, notebook 04)."
+    if not Path(fn).is_file(): raise UsageError(f"{fn}: model file does not exist")
+    return Path(fn)
+
 def get_problem(name):
     "The `Problem` instance named `name`, imported from its lesson module."
-    if name not in PROBLEMS:
-        raise ValueError(f"unknown problem {name!r}; choose one of {', '.join(PROBLEMS)}")
+    check_problem(name)
     module = PROBLEMS[name]['module']
     try: mod = importlib.import_module(module)
     except ModuleNotFoundError as e:
@@ -145,7 +153,3 @@ def get_problem(name):
     if problem is None:
         raise ValueError(f"problem {name!r} is not available: {module} defines no `problem = ...Problem()`")
     return problem
-
-def available(name):
-    "Whether problem `name`'s lesson module exists (without importing it)."
-    return name in PROBLEMS and importlib.util.find_spec(PROBLEMS[name]['module']) is not None
