@@ -1,8 +1,10 @@
 "Data-parallel training with PyTorch's distributed engine: 2 CPU processes (gloo) launched by torchrun."
 import json, os, subprocess, sys
+import pytest
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow   # two fresh processes, each importing fastai and training
 
 def test_two_processes_train_and_only_rank0_writes(tmp_path):
     out = tmp_path/'ddp'
