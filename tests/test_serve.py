@@ -29,14 +29,14 @@ def photos():
 @pytest.fixture(scope='session')
 def planet_model(tmp_path_factory):
     "A Planet model: `visioncourse train planet` at the session's small settings (tests/conftest.py)."
-    from conftest import _train
-    return _train(tmp_path_factory, 'planet', '--lr', '1e-2').out/'model.pkl'
+    from helpers import train_small
+    return train_small(tmp_path_factory, 'planet', '--lr', '1e-2').out/'model.pkl'
 
 @pytest.fixture(scope='session')
 def camvid_model(tmp_path_factory):
     "A CamVid U-Net: `visioncourse train camvid` at the session's small settings (tests/conftest.py)."
-    from conftest import _train
-    return _train(tmp_path_factory, 'camvid', '--lr', '1e-3').out/'model.pkl'   # a fixed rate: no finder
+    from helpers import train_small
+    return train_small(tmp_path_factory, 'camvid', '--lr', '1e-3').out/'model.pkl'   # a fixed rate: no finder
 
 @pytest.fixture(scope='module')
 def text_loaded(imdb_model):

@@ -1,20 +1,19 @@
 """`visioncourse serve` in a real browser: start the server on a free loopback port with a small trained model, open
 its page in headless Chromium, upload a photo through the page's file input (or, for the IMDB model, type a review
 into its text box) and check the prediction shown. Screenshots go to tests/screenshots/ (git-ignored)."""
-import contextlib, json, os, shutil, socket, subprocess, sys, time, urllib.request
+import contextlib, json, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
+from helpers import free_port
 
-CHROMIUM = os.environ.get('VISIONCOURSE_CHROMIUM', '/usr/bin/chromium')
 SHOTS = Path(__file__).parent/'screenshots'
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'no Chromium at {CHROMIUM}')
 sync_api = pytest.importorskip('playwright.sync_api')
+# `browser` (tests/conftest.py): headless Chromium, skipped with one line without it, required under CI=true
 
-from test_serve import served_model, photos  # noqa: F401 (fixtures: the small pets model, photos; the IMDB model is in conftest)
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+@pytest.fixture(scope='module')
+def photos():
+    from visioncourse.data import dataset_path
+    return sorted((dataset_path('pets')/'images').glob('*.jpg'))[:8]
 
 def serve_command(model, port):
     "`visioncourse serve MODEL --port PORT`, the command a user runs."
@@ -43,20 +42,12 @@ def running(model):
         except subprocess.TimeoutExpired: proc.kill(); proc.wait()
 
 @pytest.fixture(scope='module')
-def server(served_model):
-    with running(served_model) as s: yield s
+def server(pets_model):
+    with running(pets_model) as s: yield s
 
 @pytest.fixture(scope='module')
 def text_server(imdb_model):
     with running(imdb_model) as s: yield s
-
-@pytest.fixture(scope='module')
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu',
-                              '--disable-background-networking', '--disable-component-update', '--no-first-run'])
-        yield b
-        b.close()
 
 def api_predict(url, fn):
     "The server's JSON answer for photo `fn`, asked directly (not through the page)."
