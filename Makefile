@@ -54,8 +54,9 @@ nbtest: $(STAMP)
 
 # The package, the command line, bad input, the web app, and every notebook run in JupyterLab in headless Chromium
 # (without Chromium the browser tests are skipped with one line saying how to install it; under CI=true they fail).
+PYTEST_PATHS ?= tests/
 pytest: $(STAMP) chromium
-	time $(BIN)/python -m pytest -q --durations=15 tests/ $(PYTEST_ARGS)
+	time $(BIN)/python -m pytest -q --durations=15 $(PYTEST_PATHS) $(PYTEST_ARGS)
 
 # Chromium for the browser tests. Found (tests/helpers.py's find_chromium: $$VISIONCOURSE_CHROMIUM, the PATH, a Mac's
 # /Applications, Playwright's download): nothing to do. Missing: under CI as root on Debian, Debian's package is
@@ -76,11 +77,23 @@ clean-check:
 # side, each torch process on one thread, so the cores stay busy to the end; tools/steps.py keeps each one's output in
 # a log file and prints it, with its time, when the step ends (what make 4's --output-sync does, in any make).
 # `make nbtest` or `make pytest` runs one of them alone.
+# `make test NBTEST=browser` (a trial, issue 29 "Time"): one run of each notebook serves both checks. The browser Run
+# All runs every notebook as nbdev_test does (IN_TEST=1, VISIONCOURSE_REHEARSAL=1: every cell, `#| cuda` ones
+# rehearsed) and fails on any error, so nbdev_test itself is not run; the rest of pytest runs beside it. Without
+# Chromium this falls back to the usual nbtest (a learner's `make nbtest` is unchanged either way).
 NB_WORKERS ?= 1
+NBTEST ?= nbdev_test
 test: sync-check clean-nbs-check
-	@echo "make test: $$($(BIN)/python --version) in $(VENV); nbtest and pytest run side by side, each log printed when it ends"
-	OMP_NUM_THREADS=1 $(BIN)/python tools/steps.py nbtest '$(MAKE) --no-print-directory nbtest NB_WORKERS=2' \
-	                                               pytest '$(MAKE) --no-print-directory pytest'
+	@if [ "$(NBTEST)" = browser ] && PYTHONPATH=tests $(BIN)/python -c 'import sys, helpers; sys.exit(helpers.find_chromium() is None)'; then \
+	  echo "make test: $$($(BIN)/python --version) in $(VENV); the browser Run All (as nbdev_test runs each notebook) and the rest of pytest side by side"; \
+	  OMP_NUM_THREADS=1 $(BIN)/python tools/steps.py \
+	    browser-run-all 'VISIONCOURSE_BROWSER_REHEARSAL=1 $(MAKE) --no-print-directory pytest PYTEST_PATHS=tests/test_notebooks_browser.py' \
+	    pytest '$(MAKE) --no-print-directory pytest PYTEST_ARGS=--ignore=tests/test_notebooks_browser.py'; \
+	else \
+	  echo "make test: $$($(BIN)/python --version) in $(VENV); nbtest and pytest run side by side, each log printed when it ends"; \
+	  OMP_NUM_THREADS=1 $(BIN)/python tools/steps.py nbtest '$(MAKE) --no-print-directory nbtest NB_WORKERS=2' \
+	                                                 pytest '$(MAKE) --no-print-directory pytest'; \
+	fi
 	@$(MAKE) --no-print-directory clean-check
 
 # Another Python: `make test-python PY=3.12` builds .venv-3.12 from pyenv's latest 3.12.x (or python3.12 on the PATH)
