@@ -60,3 +60,58 @@ def test_problem_train_predict_plots(pets_root, tmp_path):
     assert set(pred) == {'label', 'probability', 'probs'} and set(pred['probs']) == {'Abyssinian', 'beagle', 'great_pyrenees'}
     assert abs(sum(pred['probs'].values()) - 1) < 1e-4 and pred['label'] == max(pred['probs'], key=pred['probs'].get)
     assert pred_pil['label'] == pred['label'] and abs(pred_pil['probability'] - pred['probability']) < 1e-5
+
+# --- the lesson's settings contract (issue 26): quick on any device, a training batch and enough finder points everywhere
+
+import json, os
+from pathlib import Path
+from unittest import mock
+from fastai.vision.all import get_image_files
+
+NB = Path(__file__).resolve().parents[1]/'nbs'/'01_pets.ipynb'
+
+def code_cells():
+    "The source of every code cell of nbs/01_pets.ipynb."
+    return [''.join(c['source']) for c in json.loads(NB.read_text())['cells'] if c['cell_type'] == 'code']
+
+def lesson_settings(book, gpu):
+    "The notebook's `s` (settings cell) and `g` (its GPU cells' `gpu_settings`) at book or quick settings, with or without a GPU."
+    import visioncourse.settings as vs
+    from fastai.vision.all import resnet18, resnet34, resnet50
+    cells = code_cells()
+    settings_cell = next(c for c in cells if 's = Settings(' in c)
+    gpu_cell = next(c for c in cells if 'g = gpu_settings(' in c)
+    ns = dict(Settings=vs.Settings, gpu_settings=vs.gpu_settings, setup_notebook=lambda: None,
+              weights_available=lambda arch: False, resnet18=resnet18, resnet34=resnet34, resnet50=resnet50)
+    env = {'VISIONCOURSE_QUICK': '0' if book else '1', 'VISIONCOURSE_REHEARSAL': '1'}
+    with mock.patch.object(vs, 'has_cuda', lambda: gpu), mock.patch.dict(os.environ, env):
+        for var in ('VISIONCOURSE_GPU_BS_SCALE', 'VISIONCOURSE_WORKERS'): os.environ.pop(var, None)
+        exec(settings_cell, ns)
+        exec(gpu_cell, ns)
+    return ns['s'], ns['g']
+
+def training_images(n):
+    "How many of `n` images the lesson's `RandomSplitter` (valid_pct=0.2) leaves for training."
+    return n - int(0.2*n)
+
+@pytest.mark.parametrize('book', [False, True], ids=['quick', 'book'])
+@pytest.mark.parametrize('gpu', [False, True], ids=['cpu', 'gpu'])
+def test_settings_train_on_any_device(book, gpu):
+    from visioncourse.settings import finder_points, FINDER_POINTS
+    s, g = lesson_settings(book, gpu)
+    test_mode = 'book' if book else 'quick'
+    assert s.mode == test_mode and s.presize >= s.size and g.presize >= g.size
+    assert finder_points(s.finder_it) >= FINDER_POINTS, s.finder_it   # lr_find keeps lrs[num_it//10:-5]
+    n_sample = len(get_image_files(IMAGES))
+    for n in (n_sample, 37*3):   # the data found (the sample or $VISIONCOURSE_DATA's cut), and 3 photos of each breed
+        for bs in (s.bs, g.bs):
+            assert training_images(n)//bs >= 1, f"{n} images, bs={bs}: no full training batch"
+    if not book: assert s.values() == lesson_settings(book, not gpu)[0].values()   # quick is the same on any device
+
+def test_main_line_uses_the_books_calls():
+    cells = [c for c in code_cells() if '#| cuda' not in c and '#| export' not in c]
+    main = cells[:next(i for i, c in enumerate(cells) if 'PET_BREEDS = [' in c)]   # up to the appendix
+    learners = [c for c in main if 'vision_learner(' in c]
+    assert learners and all('pretrained=s.pretrained' in c for c in learners)
+    for plumbing in ('course_learner', 'finder_iters', 'epochs(', 'gpu_present', 'path=work', 'working_directory'):
+        assert not any(plumbing in c for c in main), plumbing
