@@ -104,7 +104,7 @@ class Admission:
             if wait > self.max_wait:
                 raise ClientError(503, f"server busy: the expected wait of {wait:.2f} s is over the limit of {self.max_wait:g} s; try again shortly",
                                   **{'Retry-After': str(math.ceil(wait - self.max_wait))})
-            turn = asyncio.get_running_loop().create_future()   # an awaitable, not a thread: thousands can wait
+            turn = asyncio.get_running_loop().create_future()   # an awaitable, not a thread, waits here
             self.line.append(turn)
         try: await turn
         except asyncio.CancelledError:
