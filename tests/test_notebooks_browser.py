@@ -21,6 +21,9 @@ TOKEN = 'visioncourse-browser-test'
 RUN_ALL_LIMIT_S = 600   # one notebook's Run All on a 2-core CPU takes a few minutes at most
 # Notebooks run side by side, each in its own kernel: a kernel importing fastai or decoding images uses one core.
 PARALLEL = int(os.environ.get('VISIONCOURSE_BROWSER_PARALLEL', '2'))
+# VISIONCOURSE_BROWSER_REHEARSAL=1: the kernels run as under `nbdev_test --flags cuda` (quick sizes, `#| cuda` cells
+# rehearsed on the CPU), so that this one Run All of each notebook also serves nbdev_test's check (`make test NBTEST=browser`).
+REHEARSE = os.environ.get('VISIONCOURSE_BROWSER_REHEARSAL', '') == '1'
 
 def wait_for_server(port, proc, timeout=120):
     "Wait until JupyterLab answers on `port`, failing with its log if it exits first."
@@ -39,6 +42,7 @@ def lab(tmp_path_factory):
     work = tmp_path_factory.mktemp('lab')
     shutil.copytree(ROOT/'nbs', work/'nbs')
     env = {k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'VISIONCOURSE_REHEARSAL', 'VISIONCOURSE_QUICK')}
+    if REHEARSE: env.update(IN_TEST='1', VISIONCOURSE_REHEARSAL='1')   # what nbdev_test --flags cuda runs, under `make test NBTEST=browser`
     env['JUPYTER_CONFIG_DIR'] = str(work/'.jupyter')    # no user settings of this machine
     if PARALLEL > 1: env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1)//PARALLEL)))  # share the cores
     env['JUPYTERLAB_SETTINGS_DIR'] = str(work/'.lab-settings')
