@@ -41,7 +41,6 @@ def imdb_small(data_cut):
 
 # --- small models, trained once per session ---
 
-_train = train_small   # for tests/test_serve.py until it imports `train_small` from helpers (issue 29: no test imports conftest)
 
 @pytest.fixture(scope='session')
 def pets_run(tmp_path_factory, pets_small): return train_small(tmp_path_factory, 'pets', '--data', pets_small)
