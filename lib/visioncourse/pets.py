@@ -61,10 +61,10 @@ def pet_label(path) -> str:
     return m.group(1)
 
 # %% ../../nbs/01_pets.ipynb #93420b59
-def pets_block(size=224, presize=460, seed=42):
-    "The book's pet-breeds `DataBlock`: labels from file names, `Resize(presize)` per item, augmentation to `size` per batch."
+def pets_block(size=224, presize=460, seed=42, vocab=None):
+    "The book's pet-breeds `DataBlock`: labels from file names (classes `vocab`, default: the training images'), `Resize(presize)` per item, augmentation to `size` per batch."
     if presize < size: raise ValueError(f"presize ({presize}) must be at least size ({size}): presizing makes images larger first")
-    return DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=pet_label,
+    return DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vocab)), get_items=get_image_files, get_y=pet_label,
                      splitter=RandomSplitter(seed=seed), item_tfms=Resize(presize),
                      batch_tfms=aug_transforms(size=size, min_scale=0.75))
 
@@ -75,8 +75,8 @@ def pets_dls(path, size=224, presize=460, bs=64, seed=42, **kwargs):
     if not path.is_dir(): raise FileNotFoundError(f"pets_dls: {path} is not a folder; pass the dataset's images/ folder")
     files = get_image_files(path)
     if not files: raise FileNotFoundError(f"pets_dls: no image files in {path}")
-    for f in files: pet_label(f)   # a badly named file fails now, by name, not later inside a DataLoader
-    return pets_block(size, presize, seed).dataloaders(path, bs=bs, **kwargs)
+    vocab = sorted({pet_label(f) for f in files})   # a badly named file fails now, by name; every breed is a class
+    return pets_block(size, presize, seed, vocab).dataloaders(path, bs=bs, **kwargs)
 
 # %% ../../nbs/01_pets.ipynb #00a40dcb
 from fastai.vision.all import error_rate, accuracy, ClassificationInterpretation, PILImage
