@@ -139,8 +139,14 @@ def test_problem_plots_and_predict(learner, tmp_path):
     img = next((path/'train').iterdir())
     pred = problem.predict(learn, img)
     assert pred['threshold'] == pytest.approx(extra['threshold'])
-    assert set(pred['labels']) == {c for c, p in pred['probs'].items() if p > extra['threshold']}
     json.dumps(pred)
+    # predict decodes with the learner's threshold: put between the k-th and (k+1)-th highest probabilities of the
+    # image, it must name exactly the k most probable classes, whatever the model learned
+    probs = learn.predict(img)[2]
+    top = probs.argsort(descending=True)
+    for k in sorted({1, min(3, len(probs) - 1)}):
+        set_threshold(learn, float(probs[top[k-1]] + probs[top[k]]) / 2)
+        assert set(problem.predict(learn, img)['labels']) == {learn.dls.vocab[i] for i in top[:k]}
     decoded = Image.open(io.BytesIO(img.read_bytes())); decoded.load()   # as the web service passes it
     assert problem.predict(learn, decoded)['probs'] == pred['probs']
     with pytest.raises(ValueError, match='does not exist'): problem.predict(learn, path/'train'/'nope.jpg')
