@@ -17,6 +17,7 @@ model-only rate means the loader (decoding, presizing, augmentation) cannot keep
 """
 import argparse, datetime, shutil, sys, tempfile, time
 from pathlib import Path
+import visioncourse.settings   # first: it quiets a torchvision import warning
 import torch, torchvision, fastai
 from fastai.vision.all import Callback, vision_learner, error_rate, get_image_files
 sys.path.insert(0, str(Path(__file__).parent))
