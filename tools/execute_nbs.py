@@ -1,7 +1,7 @@
 """Execute notebooks in place so the committed copies show their outputs (figures, tables, training logs).
 
 Cells flagged `#| slow` are skipped unless named in --flags, as `nbdev_test` does. `#| cuda` cells run as in
-Jupyter: on a machine without a GPU the notebook's `Settings` cell has installed a transformer that replaces each
+Jupyter: on a machine without a GPU the `setup_notebook()` call of the settings cell has installed a transformer that replaces each
 of them with a one-line "Skipped" note, which is what a learner reading the committed notebook should see.
 Training uses the quick settings unless VISIONCOURSE_QUICK=0 is set.
 Usage: python tools/execute_nbs.py nbs/01_pets.ipynb [...] [--flags "cuda slow"]
@@ -39,6 +39,8 @@ def shrink_figures(nb):
 def execute(path, run_flags):
     skip = set(get_config().tst_flags.split()) - {'cuda'} - set(run_flags)
     nb = read_nb(path)
+    for cell in nb.cells:   # execnb keeps a cell's old outputs when the cell now prints nothing: start from none
+        if cell.cell_type == 'code': cell.outputs, cell.execution_count = [], None
     def _skip(cell): return cell.cell_type != 'code' or bool(flags_of(cell) & skip) or 'nbdev_export(' in cell.source
     start = time.time()
     shell = CaptureShell(path)
