@@ -108,8 +108,10 @@ def test_problem_learner_predict_plots(tmp_path, monkeypatch):
     assert Path(pred['mask']) == out/f'{fn.stem}_pred.png'
     w, h = Image.open(fn).size
     mask = np.array(Image.open(pred['mask']))
-    assert mask.shape == (h, w) and mask.max() < len(mask_codes(dls))
-    assert sum(pred['shares'].values()) == pytest.approx(1, abs=1e-3)
+    codes = list(mask_codes(dls))
+    assert mask.shape == (h, w)
+    assert set(pred['shares']) == {codes[i] for i in np.unique(mask)}                   # every class in the written mask, no other
+    assert all(v == pytest.approx((mask == codes.index(c)).mean(), abs=1e-4) for c, v in pred['shares'].items())
     with learn.no_bar(): again = problem.predict(learn, fn, out=out)
     assert Path(again['mask']).name == f'{fn.stem}_pred_1.png'         # never over an existing file
     with learn.no_bar(): upload = problem.predict(learn, Image.open(fn).convert('RGBA'), out=out)   # decoded, as serve passes it
