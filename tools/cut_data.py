@@ -145,7 +145,7 @@ def main(argv=None):
     p.add_argument('--pets-per-breed', type=int); p.add_argument('--pascal-rows', type=int)
     p.add_argument('--pascal-test', type=int); p.add_argument('--biwi-frames', type=int, help='frames per person')
     p.add_argument('--planet-chips', type=int); p.add_argument('--camvid-images', type=int)
-    p.add_argument('--imdb-rows', type=int); p.add_argument('--imdb-words', type=int, help='words kept of each review')
+    p.add_argument('--imdb-rows', type=int, help='reviews kept (at least 40: notebook 07 trains quick batches of 32 reviews)'); p.add_argument('--imdb-words', type=int, help='words kept of each review')
     p.add_argument('--only', nargs='+', choices=DATASETS, default=list(DATASETS), metavar='NAME',
                    help=f'datasets to copy (default: all: {" ".join(DATASETS)})')
     a = p.parse_args(argv)
