@@ -16,7 +16,7 @@ from fastai.text.all import (DataBlock, TextBlock, CategoryBlock, ColReader, Col
                              text_classifier_learner, accuracy, Perplexity, URLs, set_seed)
 from fastai.data.external import fastai_path
 from fastcore.basics import noop
-from .data import can_reach, dataset_path, DatasetNotFoundError, fastai_cache_path, layout_problem
+from .data import can_reach, dataset_path, DatasetNotFoundError, fastai_cache_path, layout_problem, imdb_unsup_folder
 from .learner import with_weights_fallback
 from .multilabel import read_labels_csv
 from .problems import Problem, save_fig
@@ -81,15 +81,12 @@ def read_texts_csv(fn):
 # %% ../../nbs/07_imdb.ipynb #60c78df2
 LAYOUT = ('train/neg', 'train/pos', 'test/neg', 'test/pos')   # fastai's URLs.IMDB: the folder is the label, test is the validation set
 
-def _unsup_folder(path):
-    return next((d for d in (path/'unsup', path/'train'/'unsup') if d.is_dir()), None)
-
 def imdb_files(path, unsup=True):
     "The files a run on the dataset at `path` reads: `texts.csv`, or the full dataset's review files."
     path = Path(path)
     if (path/'texts.csv').is_file() or not (path/'train').is_dir(): return [path/'texts.csv']
     files = [f for d in LAYOUT for f in sorted((path/d).glob('*.txt'))]
-    if unsup and (u := _unsup_folder(path)): files += sorted(u.glob('*.txt'))
+    if unsup and (u := imdb_unsup_folder(path)): files += sorted(u.glob('*.txt'))
     return files
 
 def _read_review(fn):
@@ -105,7 +102,7 @@ def read_imdb_folders(path, unsup=False):
         if not (path/d).is_dir(): raise FileNotFoundError(f"{path/d}: folder not found (the full IMDB layout has {', '.join(LAYOUT)})")
         if not any((path/d).glob('*.txt')): raise ValueError(f"{path/d}: no reviews (*.txt)")
     rows = [(LABELS[d.endswith('pos')], _read_review(f), d.startswith('test')) for d in LAYOUT for f in sorted((path/d).glob('*.txt'))]
-    if unsup and (u := _unsup_folder(path)): rows += [(None, _read_review(f), False) for f in sorted(u.glob('*.txt'))]
+    if unsup and (u := imdb_unsup_folder(path)): rows += [(None, _read_review(f), False) for f in sorted(u.glob('*.txt'))]
     return pd.DataFrame(rows, columns=list(_COLUMNS))
 
 def imdb_df(path, unsup=False):
