@@ -402,6 +402,10 @@ def test_long_wait_answers_503(loaded, photos):
     assert r.json()['error'].startswith('server busy: the expected wait of ') and 'over the limit of 0 s' in r.json()['error']
     assert upload(c, 'd.jpg', data).status_code == 200
 
+def run_in_own_loop(coro):
+    "Run `coro` to its end in a fresh event loop on a thread of its own: the browser tests' Playwright may run one in this thread."
+    with concurrent.futures.ThreadPoolExecutor(1) as pool: return pool.submit(asyncio.run, coro).result()
+
 def test_admission_arithmetic():
     "The expected wait is the line ahead times the measured mean over `busy`; past `max_wait` a 503, past `inside` a 503."
     from visioncourse.serve import Admission, ClientError
@@ -428,7 +432,7 @@ def test_admission_arithmetic():
         assert len(a.line) == 1 and not waiting[1].done()    # a cancelled wait leaves the line
         a.leave(0.5); a.leave(0.5); a.leave(0.5); await settle()
         assert waiting[1].done() and a.working == 0 and not a.line
-    asyncio.run(scenario())
+    run_in_own_loop(scenario())
 
 def test_waiting_holds_no_thread(loaded, photos):
     "60 uploads through uvicorn while one prediction is held: 59 wait in line, no thread each, /health answers; then all 200."
@@ -448,7 +452,7 @@ def test_waiting_holds_no_thread(loaded, photos):
                 threads = threading.active_count() - before
                 release.set()
                 return health, threads, await asyncio.gather(*posts)
-        health, threads, answers = asyncio.run(burst())
+        health, threads, answers = run_in_own_loop(burst())
     assert health.status_code == 200 and health.json()['status'] == 'ok'
     assert threads < 20   # one at work and a few of the server's own; before, each waiting request held a thread
     assert [r.status_code for r in answers] == [200] * 60
