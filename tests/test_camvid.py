@@ -52,7 +52,7 @@ def test_codes_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match='codes.txt: file not found'): check_camvid(root)
 
 def test_valid_txt_naming_a_missing_frame_fails_in_check(tmp_path):
-    "Contract 8: without the check, the run trains an epoch, then stops on an empty validation set."
+    "A missing frame in valid.txt is one line naming valid.txt and the frame, before training (else an epoch trains, then an empty validation set stops the run)."
     root = small_copy(tmp_path, 4, valid=[FNAMES[1].name, 'no_such_frame.png'])
     with pytest.raises(FileNotFoundError) as e: problem.check(root)
     msg = str(e.value)

@@ -84,7 +84,7 @@ def test_missing_dataset_folder(tmp_path):
     with pytest.raises(ValueError, match='persons present: none'): person_splitter('13')([])
 
 def test_check_layout(tmp_path):
-    "Each way a BIWI layout can be wrong is one line naming the folder or file (contract 8)."
+    "Each way a BIWI layout can be wrong is one line naming the folder or file, before any training."
     with pytest.raises(FileNotFoundError, match=str(tmp_path/'nowhere')): check_biwi_layout(tmp_path/'nowhere')
     (tmp_path/'notes').mkdir()
     with pytest.raises(ValueError, match='no numbered person folders'): check_biwi_layout(tmp_path)
@@ -120,7 +120,7 @@ def test_problem_registry_and_lines():
     assert problem.describe('a.jpg', dict(x=1.25, y=300.0)) == 'a.jpg: head centre at x=1.2, y=300.0 px'
 
 def test_problem_option_reaches_dls():
-    "`options` names a keyword of `dls` and `run_settings` (contract 7); the folder it names is the validation set."
+    "`options` names a keyword of `dls` and `run_settings`; the folder it names is the validation set."
     problem = BiwiProblem()
     assert list(problem.options) == ['valid_person']
     for method in (problem.dls, problem.run_settings): assert 'valid_person' in inspect.signature(method).parameters
@@ -135,7 +135,7 @@ def test_problem_dls_size_is_width():
     assert xb.shape[-2:] == (60, 80)
 
 def test_export_and_predict(tmp_path):
-    "Plots, export, load in this process, and predictions from a path and from decoded images (contract 3)."
+    "Plots, export, load in this process, and predictions from a path and from decoded images (the same answer as from the file)."
     from visioncourse.learner import course_learner
     dls = biwi_dls(BIWI, size=(60, 80), bs=4)
     learn = course_learner(dls, resnet18, pretrained=False, y_range=(-1, 1), metrics=pixel_error)

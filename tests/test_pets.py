@@ -53,7 +53,7 @@ def test_problem_train_predict_plots(pets_root, tmp_path):
     out = tmp_path/'out'; out.mkdir()
     with learn.no_bar():
         pred = problem.predict(learn, fn)
-        with Image.open(fn) as im: pred_pil = problem.predict(learn, im.convert('RGB'), out=out)  # contract 3
+        with Image.open(fn) as im: pred_pil = problem.predict(learn, im.convert('RGB'), out=out)  # decoded, as serve passes it
         assert problem.plots(learn, out) == {}
     assert [f.name for f in out.iterdir()] == ['confusion_matrix.png'] and (out/'confusion_matrix.png').stat().st_size > 0
     with Image.open(out/'confusion_matrix.png') as im: assert im.width <= 12*72 + 100   # saved small (save_fig's dpi)
@@ -61,7 +61,7 @@ def test_problem_train_predict_plots(pets_root, tmp_path):
     assert pred['label'] == max(pred['probs'], key=pred['probs'].get)   # our dict maps the vocabulary to its probabilities
     assert pred_pil['label'] == pred['label'] and abs(pred_pil['probability'] - pred['probability']) < 1e-5
 
-# --- the lesson's settings contract (issue 26): quick on any device, a training batch and enough finder points everywhere
+# --- the lesson's settings (issue 26): quick on any device, a training batch and enough finder points everywhere
 
 import json, os
 from pathlib import Path
