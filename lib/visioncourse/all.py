@@ -20,7 +20,4 @@ from .imdb import *
 from .serve import *
 
 # %% ../../nbs/99_all.ipynb #99a11drop01
-_NOT_HERE = ('problem', 'load_model', 'splitter', 'accuracy_multi',   # see above: each is also in its own module
-             'is_gpu_cell', 'gpu_cell_transformer', 'enable_gpu_cells', 'quiet_console_bars', 'env_flag', 'NO_GPU', 'SKIPPED')
-for _name in _NOT_HERE: globals().pop(_name, None)
-__all__ = [_n for _n in dir() if not _n.startswith('_')]
+__all__ = [_n for _n in dir() if not _n.startswith('_')]   # what the imports above gave: the union of their `__all__`s

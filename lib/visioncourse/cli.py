@@ -9,7 +9,6 @@ __all__ = ['ARCHS', 'COMMANDS', 'check_options', 'resolve_data', 'check_out', 'p
 import argparse, os, sys
 from pathlib import Path
 from fastcore.script import anno_parser
-import visioncourse
 from .data import DATASETS, DatasetNotFoundError, dataset_path, layout_problem, count_items
 from .problems import PROBLEMS, UsageError, check_problem, check_model_file
 

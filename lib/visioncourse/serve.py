@@ -142,7 +142,6 @@ def answer_upload(learn, problem, item, name, limits, lock):
         return predict_item(learn, problem, item, lock)
     try: img = open_image(item, name, limits.max_pixels)
     except ValueError as e: raise ClientError(400, str(e)) from None
-    if img.mode != 'RGB': img = img.convert('RGB')   # the models take three channels; a PNG may have one, or four
     return predict_item(learn, problem, img, lock)
 
 # %% ../../nbs/08_serve.ipynb #5d1a0e02

@@ -231,8 +231,7 @@ def prediction_lines(model, items=(), text=None, out='.'):
     else: inputs = [(fn, Path(fn)) for fn in items]
     with learn.no_bar(), learn.no_logging():
         for label, item in inputs:
-            problem.check_item(item)
-            yield problem.describe(label, problem.predict(learn, item, out=Path(out)))
+            yield problem.describe(label, problem.predict(learn, problem.load_item(item), out=Path(out)))
 
 def read_text(fn):
     "The text of file `fn`, or a one-line error naming it."
