@@ -39,6 +39,12 @@ def imdb_small(data_cut):
     "60 sample reviews, in the sample's split proportions, each cut to its first 40 words."
     return data_cut('imdb_sample', 60, words=40)
 
+@pytest.fixture(scope='session')
+def photos():
+    "The first 8 pet photos of the dataset in use: what the serve tests upload."
+    from visioncourse.data import dataset_path
+    return sorted((dataset_path('pets')/'images').glob('*.jpg'))[:8]
+
 # --- small models, trained once per session ---
 
 
@@ -107,36 +113,39 @@ def browser(chromium):
 
 # --- stand-in pretrained weights: the code path of an online learner, offline ---
 
+def standin_home(tmp_path_factory, name, sub, seed, write):
+    """A private home folder `name` whose folder `sub` holds what `write(folder)` writes, under torch seed `seed` (the
+    caller's random state is left as it was); removed at the end of the session, not kept with pytest's last folders."""
+    import torch
+    home = tmp_path_factory.mktemp(name)
+    (home/sub).mkdir(parents=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        write(home/sub)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
 @pytest.fixture(scope='session')
 def standin_torch_home(tmp_path_factory):
-    "A private `TORCH_HOME` whose `hub/checkpoints` holds random ImageNet-shaped weights for each of `IMAGENET_ARCHS`."
+    "A private `TORCH_HOME` whose `hub/checkpoints` holds random ImageNet-shaped weights for each of `IMAGENET_ARCHS` (about 230 MB)."
     import torch, torchvision
-    home = tmp_path_factory.mktemp('torch_home')
-    ckpt = home/'hub'/'checkpoints'
-    ckpt.mkdir(parents=True)
-    with torch.random.fork_rng():          # the caller's random state is left as it was
-        torch.manual_seed(20)
+    def write(ckpt):
         for arch in IMAGENET_ARCHS:
             torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), ckpt/imagenet_checkpoint(arch))
-    yield home
-    shutil.rmtree(home, ignore_errors=True)   # about 230 MB: not kept with pytest's last temporary folders
+    yield from standin_home(tmp_path_factory, 'torch_home', 'hub/checkpoints', 20, write)
 
 @pytest.fixture(scope='session')
 def standin_fastai_home(tmp_path_factory):
-    "A private `FASTAI_HOME` whose `models/wt103-fwd` holds a random full-size `AWD_LSTM` language model and small vocabulary."
+    "A private `FASTAI_HOME` whose `models/wt103-fwd` holds a random full-size `AWD_LSTM` language model and small vocabulary (about 80 MB)."
     import pickle, warnings, torch
     from fastai.text.all import get_language_model, AWD_LSTM, awd_lstm_lm_config
-    home = tmp_path_factory.mktemp('fastai_home')
-    folder = home/'models'/'wt103-fwd'
-    folder.mkdir(parents=True)
-    with torch.random.fork_rng(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')    # torch.jit.script's deprecation, from fastai's AWD_LSTM
-        torch.manual_seed(103)
-        model = get_language_model(AWD_LSTM, len(WT103_VOCAB), config=awd_lstm_lm_config)
+    def write(folder):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')    # torch.jit.script's deprecation, from fastai's AWD_LSTM
+            model = get_language_model(AWD_LSTM, len(WT103_VOCAB), config=awd_lstm_lm_config)
         torch.save(model.state_dict(), folder/WT103_FILES[0])
-    (folder/WT103_FILES[1]).write_bytes(pickle.dumps(WT103_VOCAB))
-    yield home
-    shutil.rmtree(home, ignore_errors=True)   # about 80 MB
+        (folder/WT103_FILES[1]).write_bytes(pickle.dumps(WT103_VOCAB))
+    yield from standin_home(tmp_path_factory, 'fastai_home', 'models/wt103-fwd', 103, write)
 
 @pytest.fixture
 def pretrained_weights(standin_torch_home, standin_fastai_home):

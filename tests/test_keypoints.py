@@ -8,19 +8,18 @@ import pytest, torch
 from PIL import Image
 from fastai.vision.all import load_learner, resnet18
 from visioncourse.data import dataset_path
-from visioncourse.keypoints import (BiwiFormatError, biwi_dls, get_ctr, person_splitter, predict_ctr, read_calibration,
+from visioncourse.keypoints import (BiwiFormatError, biwi_dls, get_ctr, PersonSplitter, predict_ctr,
                                     read_rgb_cal, check_biwi_layout, BiwiProblem, pixel_error)
 
 BIWI = dataset_path('biwi_head_pose')
 FRAME = BIWI/'01'/'frame_00003_rgb.jpg'
 
-def person_copy(root, person='01', frames=('frame_00003',), pose=True, cal=True, src='01'):
-    "A copy of `frames` of folder `src` (and its rgb.cal) in `root/person`."
+def person_copy(root, person='01', frames=('frame_00003',), cal=True, src='01'):
+    "A layout built for one check: `frames` of folder `src` (image and pose, and its rgb.cal) in `root/person`."
     dst = root/person
     dst.mkdir(parents=True, exist_ok=True)
     for fr in frames:
-        shutil.copy(BIWI/src/f'{fr}_rgb.jpg', dst)
-        if pose: shutil.copy(BIWI/src/f'{fr}_pose.txt', dst)
+        for kind in ('rgb.jpg', 'pose.txt'): shutil.copy(BIWI/src/f'{fr}_{kind}', dst)
     if cal: shutil.copy(BIWI/src/'rgb.cal', dst)
     return dst
 
@@ -30,9 +29,11 @@ def frames_of(person):
 
 # --- damaged and missing files
 
-def test_missing_pose_file(tmp_path):
-    d = person_copy(tmp_path, pose=False)
-    with pytest.raises(FileNotFoundError, match='frame_00003_pose.txt'): get_ctr(d/'frame_00003_rgb.jpg')
+@pytest.mark.parametrize('missing', ['frame_00003_pose.txt', 'rgb.cal'])
+def test_missing_pose_or_calibration_is_named(tmp_path, missing):
+    d = person_copy(tmp_path)
+    (d/missing).unlink()
+    with pytest.raises(FileNotFoundError, match=missing): get_ctr(d/'frame_00003_rgb.jpg')
 
 def test_malformed_pose_file(tmp_path):
     d = person_copy(tmp_path)
@@ -50,17 +51,13 @@ def test_malformed_pose_file(tmp_path):
 def test_malformed_rgb_cal(tmp_path, text, problem):
     d = person_copy(tmp_path)
     (d/'rgb.cal').write_text(text)
-    with pytest.raises(BiwiFormatError, match=problem) as e: read_calibration(d)
+    with pytest.raises(BiwiFormatError, match=problem) as e: read_rgb_cal(d/'rgb.cal')
     assert str((d/'rgb.cal').resolve()) in str(e.value)
     with pytest.raises(ValueError): get_ctr(d/'frame_00003_rgb.jpg')
 
-def test_missing_rgb_cal(tmp_path):
-    d = person_copy(tmp_path, cal=False)
-    with pytest.raises(FileNotFoundError, match='rgb.cal'): get_ctr(d/'frame_00003_rgb.jpg')
-
 def test_calibration_cached(tmp_path):
     d = person_copy(tmp_path)
-    cal = read_calibration(d)
+    cal = read_rgb_cal(d/'rgb.cal')
     (d/'rgb.cal').write_text('garbage')   # not read again: the first reading is cached
     assert read_rgb_cal(d/'..'/d.name/'rgb.cal') is cal
     assert not cal.K.flags.writeable
@@ -81,7 +78,7 @@ def test_absent_person_and_default(tmp_path, capsys):
 def test_missing_dataset_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match='nowhere'): biwi_dls(tmp_path/'nowhere')
     with pytest.raises(ValueError, match='no numbered person folders'): biwi_dls(tmp_path)
-    with pytest.raises(ValueError, match='persons present: none'): person_splitter('13')([])
+    with pytest.raises(ValueError, match='persons present: none'): PersonSplitter('13')([])
 
 def test_check_layout(tmp_path):
     "Each way a BIWI layout can be wrong is one line naming the folder or file, before any training."

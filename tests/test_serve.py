@@ -7,24 +7,31 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+def app_client(*args, **kwargs):
+    "FastAPI's test client of `make_app(*args, **kwargs)`: the app called in this process."
+    from fastapi.testclient import TestClient
+    from visioncourse.serve import make_app
+    return TestClient(make_app(*args, **kwargs))
+
 @pytest.fixture(scope='session')
 def served_model(pets_model): return Path(pets_model)
 
-@pytest.fixture(scope='module')
-def loaded(served_model):
+def served(model):
+    "`model` as `visioncourse serve` loads it: (learner, problem)."
     from visioncourse.serve import load_served
-    return load_served(served_model)
+    return load_served(model)
 
 @pytest.fixture(scope='module')
-def client(loaded):
-    from fastapi.testclient import TestClient
-    from visioncourse.serve import make_app
-    return TestClient(make_app(*loaded, 'model.pkl'))
+def loaded(served_model): return served(served_model)
 
 @pytest.fixture(scope='module')
-def photos():
-    from visioncourse.data import dataset_path
-    return sorted((dataset_path('pets')/'images').glob('*.jpg'))[:8]
+def text_loaded(imdb_model): return served(imdb_model)
+
+@pytest.fixture(scope='module')
+def client(loaded): return app_client(*loaded, 'model.pkl')
+
+@pytest.fixture(scope='module')
+def text_client(text_loaded): return app_client(*text_loaded, 'model.pkl')
 
 @pytest.fixture(scope='session')
 def planet_model(tmp_path_factory):
@@ -37,17 +44,6 @@ def camvid_model(tmp_path_factory):
     "A CamVid U-Net: `visioncourse train camvid` at the session's small settings (tests/conftest.py)."
     from helpers import train_small
     return train_small(tmp_path_factory, 'camvid', '--lr', '1e-3').out/'model.pkl'   # a fixed rate: no finder
-
-@pytest.fixture(scope='module')
-def text_loaded(imdb_model):
-    from visioncourse.serve import load_served
-    return load_served(imdb_model)
-
-@pytest.fixture(scope='module')
-def text_client(text_loaded):
-    from fastapi.testclient import TestClient
-    from visioncourse.serve import make_app
-    return TestClient(make_app(*text_loaded, 'model.pkl'))
 
 def upload(client, name, data, mime='image/jpeg'):
     return client.post('/predict', files=dict(file=(name, data, mime)))
@@ -186,13 +182,12 @@ def test_pixel_bomb(client, monkeypatch):
 
 def test_pixel_limit_is_a_setting(loaded, photos):
     "The same photo is refused under a limit one pixel below its size, and predicted at its size."
-    from fastapi.testclient import TestClient
-    from visioncourse.serve import make_app, Limits
+    from visioncourse.serve import Limits
     data = photos[0].read_bytes()
     with Image.open(photos[0]) as im: w, h = im.size
-    r = upload(TestClient(make_app(*loaded, limits=Limits(max_pixels=w*h - 1))), 'a.jpg', data)
+    r = upload(app_client(*loaded, limits=Limits(max_pixels=w*h - 1)), 'a.jpg', data)
     assert r.status_code == 400 and f'{w*h - 1:,}' in r.json()['error']
-    assert upload(TestClient(make_app(*loaded, limits=Limits(max_pixels=w*h))), 'a.jpg', data).status_code == 200
+    assert upload(app_client(*loaded, limits=Limits(max_pixels=w*h)), 'a.jpg', data).status_code == 200
 
 def test_decoded_once_and_handed_over(client, loaded, photos, monkeypatch):
     "The upload is decoded once, and the model is given that decoded image (not a path to decode again)."
@@ -220,17 +215,15 @@ def test_too_large(client, monkeypatch):
     assert r.json()['error'].startswith('upload too large: the request says it is ') and r.json()['error'].endswith('the limit is 10 MB')
 
 def test_size_limit_is_a_setting(loaded, photos):
-    from fastapi.testclient import TestClient
-    from visioncourse.serve import make_app, Limits
+    from visioncourse.serve import Limits
     data = photos[0].read_bytes()
-    assert upload(TestClient(make_app(*loaded, limits=Limits(max_bytes=len(data) - 1))), 'a.jpg', data).status_code == 413
-    assert upload(TestClient(make_app(*loaded, limits=Limits(max_bytes=len(data)))), 'a.jpg', data).status_code == 200
+    assert upload(app_client(*loaded, limits=Limits(max_bytes=len(data) - 1)), 'a.jpg', data).status_code == 413
+    assert upload(app_client(*loaded, limits=Limits(max_bytes=len(data))), 'a.jpg', data).status_code == 200
 
 def test_too_large_without_length(loaded):
     "A chunked upload that declares no size is counted as it arrives and refused once over the limit."
-    from fastapi.testclient import TestClient
-    from visioncourse.serve import make_app, Limits
-    small = TestClient(make_app(*loaded, limits=Limits(max_bytes=1000)))
+    from visioncourse.serve import Limits
+    small = app_client(*loaded, limits=Limits(max_bytes=1000))
     def body():
         yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
         for _ in range(200): yield b'\xff' * 1024
@@ -311,10 +304,8 @@ def failing_problem(base, exc):
 @pytest.mark.parametrize('exc', [RuntimeError('CUDA out of memory (pretend)'), ValueError('an internal shape mismatch')])
 def test_model_that_raises(loaded, photos, caplog, exc):
     "Any failure inside the model is a JSON 500 with a generic message (never the client's fault, never a traceback)."
-    from fastapi.testclient import TestClient
-    from visioncourse.serve import make_app
     learn, problem = loaded
-    c = TestClient(make_app(learn, failing_problem(problem, exc)))
+    c = app_client(learn, failing_problem(problem, exc))
     with caplog.at_level('ERROR', logger='visioncourse.serve'):
         r = upload(c, 'a.jpg', photos[0].read_bytes())
     assert r.status_code == 500 and r.headers['content-type'] == 'application/json'
@@ -351,11 +342,10 @@ class Overlap:
 
 def test_lock(loaded, photos, served_model):
     "Eight uploads at once, four let through the gate: the lock still lets one prediction at a time touch the learner."
-    from fastapi.testclient import TestClient
-    from visioncourse.serve import make_app, Limits, predict_item
+    from visioncourse.serve import Limits, predict_item
     learn, problem = loaded
     watch = Overlap()
-    c = TestClient(make_app(learn, watch.problem(problem), limits=Limits(busy=4)))
+    c = app_client(learn, watch.problem(problem), limits=Limits(busy=4))
     alone = {fn.name: upload(c, fn.name, fn.read_bytes()).json()['prediction']['label'] for fn in photos}
     def post(fn): return fn.name, upload(c, fn.name, fn.read_bytes())
     with concurrent.futures.ThreadPoolExecutor(8) as ex: answers = list(ex.map(post, photos))
@@ -363,8 +353,7 @@ def test_lock(loaded, photos, served_model):
     assert all(r.json()['prediction']['label'] == alone[n] for n, r in answers)
     assert watch.most == 1
     # the same detector with no lock, on a learner of its own: the calls overlap, so the assertion above can fail
-    from visioncourse.serve import load_served
-    other, _ = load_served(served_model)
+    other, _ = served(served_model)
     unlocked = Overlap()
     def attempt(im):
         try: return predict_item(other, unlocked.problem(problem), im, contextlib.nullcontext())['prediction']['label']
@@ -375,19 +364,20 @@ def test_lock(loaded, photos, served_model):
     with concurrent.futures.ThreadPoolExecutor(8) as ex: list(ex.map(attempt, images))
     assert unlocked.most > 1
 
-def slow(problem, started, release):
-    "A copy of `problem` whose `predict` says it has started, then waits for `release`."
+def slow(problem):
+    "A copy of `problem` whose `predict` sets its `started` event, then waits for its `release` event."
     class Slow(type(problem)):
-        def predict(self, learn, item, out=None): started.set(); release.wait(120); return super().predict(learn, item)
-    return Slow()
+        def predict(self, learn, item, out=None): self.started.set(); self.release.wait(120); return super().predict(learn, item)
+    held = Slow()
+    held.started, held.release = threading.Event(), threading.Event()
+    return held
 
 def test_long_wait_answers_503(loaded, photos):
     "Once a request has been timed, one whose expected wait passes `max_wait` gets a 503 JSON with `Retry-After`; then work resumes."
-    from fastapi.testclient import TestClient
-    from visioncourse.serve import make_app, Limits
-    learn, problem = loaded
-    started, release = threading.Event(), threading.Event()
-    c = TestClient(make_app(learn, slow(problem, started, release), limits=Limits(busy=1, max_wait=0)))
+    from visioncourse.serve import Limits
+    held = slow(loaded[1])
+    started, release = held.started, held.release
+    c = app_client(loaded[0], held, limits=Limits(busy=1, max_wait=0))
     data = photos[0].read_bytes()
     release.set()
     assert upload(c, 'a.jpg', data).status_code == 200   # timed
@@ -438,9 +428,8 @@ def test_waiting_holds_no_thread(loaded, photos):
     "60 uploads through uvicorn while one prediction is held: 59 wait in line, no thread each, /health answers; then all 200."
     import httpx
     from visioncourse.serve import make_app, Limits
-    learn, problem = loaded
-    started, release = threading.Event(), threading.Event()
-    app = make_app(learn, slow(problem, started, release), limits=Limits(busy=1))
+    held = slow(loaded[1])
+    app = make_app(loaded[0], held, limits=Limits(busy=1))
     data = photos[0].read_bytes()
     with live(app) as url:
         before = threading.active_count()
@@ -450,7 +439,7 @@ def test_waiting_holds_no_thread(loaded, photos):
                 while len(app.state.admission.line) < 59: await asyncio.sleep(0.05)
                 health = await c.get('health')
                 threads = threading.active_count() - before
-                release.set()
+                held.release.set()
                 return health, threads, await asyncio.gather(*posts)
         health, threads, answers = run_in_own_loop(burst())
     assert health.status_code == 200 and health.json()['status'] == 'ok'
@@ -459,10 +448,9 @@ def test_waiting_holds_no_thread(loaded, photos):
 
 def test_waiting_requests_are_answered(loaded, photos):
     "Requests beyond `busy` wait their turn and are all answered."
-    from fastapi.testclient import TestClient
-    from visioncourse.serve import make_app, Limits
+    from visioncourse.serve import Limits
     watch = Overlap()
-    c = TestClient(make_app(loaded[0], watch.problem(loaded[1]), limits=Limits(busy=1)))
+    c = app_client(loaded[0], watch.problem(loaded[1]), limits=Limits(busy=1))
     with concurrent.futures.ThreadPoolExecutor(6) as ex:
         codes = [r.status_code for r in ex.map(lambda fn: upload(c, fn.name, fn.read_bytes()), photos[:6])]
     assert codes == [200] * 6 and watch.most == 1
@@ -470,8 +458,7 @@ def test_waiting_requests_are_answered(loaded, photos):
 def test_files_go_to_a_folder_of_their_own(loaded, photos):
     "A problem that writes a file writes it into the request's own `out` folder, sent back inline, then removed."
     import base64
-    from fastapi.testclient import TestClient
-    from visioncourse.serve import make_app, Limits
+    from visioncourse.serve import Limits
     learn, problem = loaded
     folders = []
     class Writes(type(problem)):
@@ -480,7 +467,7 @@ def test_files_go_to_a_folder_of_their_own(loaded, photos):
             Image.new('L', item.size).save(fn)
             return dict(mask=str(fn))
     writes = Writes()
-    c = TestClient(make_app(learn, writes, limits=Limits(busy=2)))
+    c = app_client(learn, writes, limits=Limits(busy=2))
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         answers = list(ex.map(lambda fn: (fn, upload(c, fn.name, fn.read_bytes())), photos[:4]))
     for fn, r in answers:
@@ -532,9 +519,7 @@ def test_bad_text(text_client, kwargs, status, says):
                                         ('planet_model', {'labels', 'threshold', 'probs'}), ('camvid_model', {'mask', 'shares'})])
 def test_other_image_problems(request, which, keys, photos):
     "PASCAL's and Planet's tags, BIWI's head centre and CamVid's mask come back as JSON the page can draw."
-    from fastapi.testclient import TestClient
-    from visioncourse.serve import load_served, make_app
-    c = TestClient(make_app(*load_served(request.getfixturevalue(which))))
+    c = app_client(*served(request.getfixturevalue(which)))
     r = upload(c, photos[0].name, photos[0].read_bytes())
     assert r.status_code == 200, r.json()
     assert set(r.json()['prediction']) == keys

@@ -10,11 +10,6 @@ SHOTS = Path(__file__).parent/'screenshots'
 sync_api = pytest.importorskip('playwright.sync_api')
 # `browser` (tests/conftest.py): headless Chromium, skipped with one line without it, required under CI=true
 
-@pytest.fixture(scope='module')
-def photos():
-    from visioncourse.data import dataset_path
-    return sorted((dataset_path('pets')/'images').glob('*.jpg'))[:8]
-
 def serve_command(model, port):
     "`visioncourse serve MODEL --port PORT`, the command a user runs."
     return [str(Path(sys.executable).parent/'visioncourse'), 'serve', str(model), '--port', str(port)]
@@ -55,15 +50,25 @@ def api_predict(url, fn):
     r = httpx.post(url + 'predict', files=dict(file=(fn.name, fn.read_bytes(), 'image/jpeg')), timeout=60)
     r.raise_for_status(); return r.json()
 
+def open_page(browser, url, shown, height=900):
+    "The app's page at `url` in a new tab, once it names the model (`shown`): the page, and the list its script errors go to."
+    page = browser.new_page(viewport=dict(width=900, height=height))
+    errors = []
+    page.on('pageerror', lambda e: errors.append(str(e)))
+    page.goto(url)
+    sync_api.expect(page.locator('#problem')).to_have_text(shown)
+    return page, errors
+
+def screenshot(page, name):
+    "Keep the whole page as tests/screenshots/NAME.png, for a person to look at."
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS/f'{name}.png'), full_page=True)
+
 def test_upload_through_page(server, browser, photos):
     url, health = server
     assert health['problem'] == 'pets' and health['model'] == 'model.pkl' and health['inputs'] == 'image'
     fn = photos[0]
-    page = browser.new_page(viewport=dict(width=900, height=900))
-    errors = []
-    page.on('pageerror', lambda e: errors.append(str(e)))
-    page.goto(url)
-    sync_api.expect(page.locator('#problem')).to_have_text('pets (model.pkl)')
+    page, errors = open_page(browser, url, 'pets (model.pkl)')
     page.set_input_files('#file', str(fn))
     label = page.locator('#prediction h2.label')
     label.wait_for(timeout=60_000)
@@ -73,8 +78,7 @@ def test_upload_through_page(server, browser, photos):
     assert page.locator('#prediction .bar.top .name').inner_text() == expected['label']
     assert page.locator('#status').inner_text() == fn.name
     assert page.evaluate("document.getElementById('photo').naturalWidth") > 0  # the photo is shown
-    SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS/'serve_pets.png'), full_page=True)
+    screenshot(page, 'serve_pets')
     assert not errors, errors
 
 def test_bad_upload_through_page(server, browser, tmp_path):
@@ -84,11 +88,10 @@ def test_bad_upload_through_page(server, browser, tmp_path):
     bad = tmp_path/'notes.txt'; bad.write_text('not a picture')
     said = httpx.post(url + 'predict', files=dict(file=(bad.name, bad.read_bytes(), 'text/plain')), timeout=60)
     assert said.status_code == 400 and said.json()['error'].startswith('notes.txt: ')
-    page = browser.new_page()
-    page.goto(url)
+    page, errors = open_page(browser, url, 'pets (model.pkl)')
     page.set_input_files('#file', str(bad))
     sync_api.expect(page.locator('#status')).to_have_text('Error: ' + said.json()['error'], timeout=30_000)
-    assert page.locator('#prediction h2').count() == 0
+    assert page.locator('#prediction h2').count() == 0 and not errors, errors
 
 def test_text_model_through_page(text_server, browser):
     "The IMDB model's page shows a text box, not a file picker; a review typed there gets the API's prediction."
@@ -96,11 +99,7 @@ def test_text_model_through_page(text_server, browser):
     url, health = text_server
     assert health['problem'] == 'imdb' and health['inputs'] == 'text'
     review = 'A wonderful, moving film: the cast is superb and the story stays with you.'
-    page = browser.new_page(viewport=dict(width=900, height=700))
-    errors = []
-    page.on('pageerror', lambda e: errors.append(str(e)))
-    page.goto(url)
-    sync_api.expect(page.locator('#problem')).to_have_text('imdb (model.pkl)')
+    page, errors = open_page(browser, url, 'imdb (model.pkl)', height=700)
     sync_api.expect(page.locator('#text')).to_be_visible()
     assert not page.locator('#drop').is_visible() and not page.locator('#file').is_visible()
     page.fill('#text', review)
@@ -111,8 +110,7 @@ def test_text_model_through_page(text_server, browser):
     assert label.inner_text() == f"{expected['label']} ({100 * expected['probability']:.1f}%)"
     assert page.locator('#prediction .bar').count() == len(expected['probs'])   # two classes: both bars
     assert page.locator('#status').inner_text() == review[:60] + '...'
-    SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS/'serve_imdb.png'), full_page=True)
+    screenshot(page, 'serve_imdb')
     page.fill('#text', '   ')
     page.click('#send')
     sync_api.expect(page.locator('#status')).to_have_text('Error: text: the text is empty', timeout=30_000)
@@ -121,8 +119,7 @@ def test_text_model_through_page(text_server, browser):
 def test_every_kind_of_answer(server, browser, photos):
     "The page draws each kind of prediction JSON the course's problems give: tags, a point, a mask."
     url, _ = server
-    page = browser.new_page(viewport=dict(width=900, height=900))
-    page.goto(url)
+    page, errors = open_page(browser, url, 'pets (model.pkl)')
     page.set_input_files('#file', str(photos[0]))
     page.locator('#prediction h2.label').wait_for(timeout=60_000)
     w, h = page.evaluate("[document.getElementById('photo').naturalWidth, document.getElementById('photo').naturalHeight]")
@@ -137,7 +134,7 @@ def test_every_kind_of_answer(server, browser, photos):
     px = lambda x, y: page.evaluate(f"Array.from(document.getElementById('overlay').getContext('2d').getImageData({x}, {y}, 1, 1).data)")
     assert px(x, y) == [238, 0, 0, 255]
     assert px(w - 2, h - 2)[3] == 0
-    page.screenshot(path=str(SHOTS/'serve_point.png'), full_page=True)
+    screenshot(page, 'serve_point')
     # a mask: every pixel of the photo coloured, half transparent, and the class shares as bars
     mask = page.evaluate(f"""(() => {{ const c = document.createElement('canvas'); c.width = {w}; c.height = {h};
         const g = c.getContext('2d'); g.fillStyle = 'rgb(1,1,1)'; g.fillRect(0, 0, {w}, {h});
@@ -147,4 +144,5 @@ def test_every_kind_of_answer(server, browser, photos):
     left, right = px(2, 2), px(w - 2, h - 2)
     assert left[3] == right[3] == 128 and left[:3] != right[:3]
     assert page.locator('#prediction .bar').count() == 2
-    page.screenshot(path=str(SHOTS/'serve_mask.png'), full_page=True)
+    screenshot(page, 'serve_mask')
+    assert not errors, errors
