@@ -64,10 +64,10 @@ def test_check_names_the_problem_and_changes_nothing(tmp_path, full, make):
 
 def test_full_layout(tmp_path, full):
     "tools/imdb_full_layout.py writes the aclImdb layout; the classifier reads its labelled reviews, the language model all."
-    small = full.groupby('is_valid', group_keys=False).head(8)
-    write_csv(tmp_path/'src', small)
+    small = full.groupby(['is_valid', 'label'], group_keys=False).head(4)   # every folder of the layout gets reviews
+    src = write_csv(tmp_path/'src', small)/'texts.csv'
     dest = tmp_path/'imdb'
-    run = lambda: subprocess.run([sys.executable, TOOL, dest, '--csv', tmp_path/'src'/'texts.csv', '--unsup', '3'],
+    run = lambda: subprocess.run([sys.executable, TOOL, dest, '--csv', src, '--unsup', '3'],
                                  capture_output=True, text=True)
     assert run().returncode == 0
     n = lambda d: len(list((dest/d).glob('*.txt')))
@@ -80,11 +80,11 @@ def test_full_layout(tmp_path, full):
     assert again.returncode != 0 and again.stderr.strip().endswith('not empty; choose a new folder (nothing was written)')
     assert {f: f.read_bytes() for f in dest.rglob('*') if f.is_file()} == before
     df = imdb.imdb_df(dest, unsup=True)
-    assert (len(df), df.label.isna().sum(), df.is_valid.sum()) == (16 + 3, 3, small.is_valid.sum())
+    assert (len(df), df.label.isna().sum(), df.is_valid.sum()) == (len(small) + 3, 3, small.is_valid.sum())
     assert not df[df.label.isna()].is_valid.any()
     assert sorted(df.text[df.label.notna()]) == sorted(small.text)
     dls_lm = imdb.imdb_lm_dls(df, bptt=16, bs=4, max_vocab=200)
-    assert len(dls_lm.train_ds) + len(dls_lm.valid_ds) == 19
+    assert len(dls_lm.train_ds) + len(dls_lm.valid_ds) == len(small) + 3
     dls = imdb.imdb_clas_dls(df, vocab=dls_lm.vocab, bptt=16, bs=4)
     assert (len(dls.train_ds), len(dls.valid_ds)) == ((~small.is_valid).sum(), small.is_valid.sum())
     assert list(dls.vocab[1]) == list(LABELS)
@@ -125,11 +125,11 @@ def test_weights_reduced(tiny_dls, capsys):
     assert learn.pretrained is False
 
 
-def test_fit_predict_export(tmp_path, full):
-    "The command line's path: `fit` with a `RunConfig` on a small copy of the sample, plots, export, load, predict."
+def test_fit_predict_export(tmp_path, data_cut):
+    "The command line's path: `fit` with a `RunConfig` on a cut of the sample (48 reviews), plots, export, load, predict."
     from fastai.learner import load_learner
-    small = full.groupby('is_valid', group_keys=False).head(24)
-    data = write_csv(tmp_path/'data', small)
+    data = data_cut('imdb_sample', 48)
+    n_valid = pd.read_csv(data/'texts.csv').is_valid.sum()
     p = ImdbProblem()
     with pytest.raises(ValueError, match='run.tmp'): p.fit(RunConfig(problem='imdb', path=data))
     from fastai.callback.core import Callback
@@ -149,7 +149,7 @@ def test_fit_predict_export(tmp_path, full):
     assert learn.ulmfit['bptt'] == 16 and learn.ulmfit['awd'] == imdb.QUICK['awd']
     extra = p.plots(learn, tmp_path)
     assert (tmp_path/'confusion_matrix.png').is_file()
-    assert sum(map(sum, extra['confusion_matrix'])) == 24 and extra['lm_perplexity'] > 1
+    assert sum(map(sum, extra['confusion_matrix'])) == n_valid and extra['lm_perplexity'] > 1
     learn.export(tmp_path/'imdb.pkl')
     learn2 = load_learner(tmp_path/'imdb.pkl')
     out = tmp_path/'out'; out.mkdir()

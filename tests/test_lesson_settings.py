@@ -55,14 +55,14 @@ def main_line(lesson):
     return cells[:end] + [''.join(cells[end].splitlines(keepends=True)[:node.end_lineno])]   # that cell up to its `dls = ...`
 
 @contextlib.contextmanager
-def device(gpu):
-    "A machine with (`gpu=True`: a faked 141 GiB NVIDIA H200, 139 GiB free) or without a CUDA GPU."
+def device(gpu, free_gib=139):
+    "A machine with (`gpu=True`: a faked 141 GiB NVIDIA H200, `free_gib` GiB free) or without a CUDA GPU."
     import fastai.torch_core
     cuda = torch.cuda
     with contextlib.ExitStack() as st:
         st.enter_context(mock.patch.object(cuda, 'is_available', lambda: gpu))
         if gpu:
-            st.enter_context(mock.patch.object(cuda, 'mem_get_info', lambda *a, **k: (139*GIB, 141*GIB)))
+            st.enter_context(mock.patch.object(cuda, 'mem_get_info', lambda *a, **k: (free_gib*GIB, 141*GIB)))
             st.enter_context(mock.patch.object(cuda, 'get_device_name', lambda *a, **k: 'NVIDIA H200 (faked)'))
             st.enter_context(mock.patch.object(cuda, 'empty_cache', lambda: None))
             st.enter_context(mock.patch.object(cuda, 'device_count', lambda: 1))
@@ -113,12 +113,15 @@ def gpu_cells(lesson, ns):
         found.append(SimpleNamespace(g=g, loaders={k: (len(d.train), d.train.bs, len(d.train_ds), len(d.valid_ds)) for k, d in loaders.items()}))
     return found
 
+def run(lesson, mode, gpu, free_gib=139):
+    "Execute `lesson`'s main line up to its `dls` under `mode` settings, with or without a GPU (`free_gib` free): what its cells would use."
+    return _run(lesson, mode, gpu, free_gib)   # one run per case, however the call spells it
+
 @functools.lru_cache(maxsize=None)
-def run(lesson, mode, gpu):
-    "Execute `lesson`'s main line up to its `dls` under `mode` settings, with or without a GPU: what its cells would use."
+def _run(lesson, mode, gpu, free_gib):
     from execnb.shell import CaptureShell
     cwd = os.getcwd()
-    with settings_env(mode), device(gpu), warnings.catch_warnings():
+    with settings_env(mode), device(gpu, free_gib), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         shell = CaptureShell(NBS/f'{lesson}.ipynb')
         os.chdir(NBS)
@@ -233,6 +236,14 @@ def test_every_lr_find_keeps_enough_points(case):
             for n in (1, *own):
                 problem = finder_problem(num_it, funcs, env, n)
                 assert problem is None, f"{case_id(case)}: {'a GPU cell' if in_gpu_cell else 'the main line'}'s lr_find: {problem}"
+
+@pytest.mark.parametrize('mode, gpu, free_gib, bs', [('quick', False, 139, None), ('quick', True, 139, None),
+    ('book', False, 139, 4), ('book', True, 139, 8), ('book', True, 4, 4)])
+def test_camvid_batch_size_is_the_settings(mode, gpu, free_gib, bs):
+    "06: its DataLoaders take the settings' `bs`; at the book's, the lesson's by free GPU memory: 8 above 8,200 MB, else 4 (and 4 without a GPU)."
+    r = run('06_camvid', mode, gpu, free_gib)
+    assert r.bs == r.s.bs, f"06 ({mode}): the DataLoaders' batch size {r.bs} is not the settings' bs {r.s.bs}"
+    if bs is not None: assert r.bs == bs, f"06 (book, {free_gib if gpu else 'no'} GiB GPU memory free): batch size {r.bs}, not the lesson's {bs}"
 
 def test_the_finder_check_fails_on_a_finder_with_too_few_points():
     "4 iterations (06's quick finder on a GPU at 17941e6) keep no point: the check reports fastai's `valley` failing."

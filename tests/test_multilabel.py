@@ -2,8 +2,7 @@
 learners loaded in a fresh process, the command line's `PascalProblem` writing its plot and predicting decoded images.
 The unit checks of the lesson's functions (loss, metrics, thresholds, mAP, splitter, vocabulary) are in
 nbs/02_multilabel.ipynb, beside the code."""
-import io, json, shutil, subprocess, sys, warnings
-from pathlib import Path
+import io, json, subprocess, sys, warnings
 import pandas as pd, pytest, torch
 from PIL import Image
 from visioncourse.data import dataset_path
@@ -14,43 +13,44 @@ PASCAL = dataset_path('pascal_2007')
 @pytest.fixture(scope='module')
 def df(): return pd.read_csv(PASCAL/'train.csv')
 
-def small_copy(tmp, df, n_train=4, n_valid=3):
-    "A dataset root in `tmp` with the first few training and validation rows of the sample and their images."
-    rows = pd.concat([df[~df.is_valid].head(n_train), df[df.is_valid].head(n_valid)])
-    (tmp/'train').mkdir(parents=True)
-    for f in rows.fname: shutil.copy(PASCAL/'train'/f, tmp/'train'/f)
-    rows.to_csv(tmp/'train.csv', index=False)
-    return tmp, rows
+def pascal_cut(data_cut):
+    "A cut of PASCAL in its layout (conftest's `data_cut`): 7 rows of train.csv, of both splits, and their images; (its folder, its rows)."
+    path = data_cut('pascal_2007', 7, n_test=0)
+    return path, pd.read_csv(path/'train.csv')
+
+@pytest.fixture
+def cut(data_cut): return pascal_cut(data_cut)
 
 # --- train.csv read from disk
 
-def test_batch_size_larger_than_training_set_is_lowered(tmp_path, df, capsys):
-    path, _ = small_copy(tmp_path, df)
+def test_batch_size_larger_than_training_set_is_lowered(cut, capsys):
+    path, rows = cut
+    n_train, n_valid = (~rows.is_valid).sum(), rows.is_valid.sum()
     dls = pascal_dls(path, size=32, num_workers=0)
-    assert capsys.readouterr().out == 'pascal_dls: batch size 64 is more than the 4 training items; using 4\n'
-    assert dls.train.bs == 4 and len(dls.train) == 1
-    assert (len(dls.train_ds), len(dls.valid_ds)) == (4, 3)
+    assert capsys.readouterr().out == f'pascal_dls: batch size 64 is more than the {n_train} training items; using {n_train}\n'
+    assert dls.train.bs == n_train and len(dls.train) == 1
+    assert (len(dls.train_ds), len(dls.valid_ds)) == (n_train, n_valid)
 
-def test_missing_column(tmp_path, df):
-    path, rows = small_copy(tmp_path, df)
+def test_missing_column(cut):
+    path, rows = cut
     rows.drop(columns='labels').to_csv(path/'train.csv', index=False)
     with pytest.raises(ValueError, match=r'train\.csv: missing column\(s\) labels'): pascal_dls(path)
 
-def test_empty_labels(tmp_path, df):
-    path, rows = small_copy(tmp_path, df)
+def test_empty_labels(cut):
+    path, rows = cut
     bad = rows.fname.iloc[1]
     rows.assign(labels=rows['labels'].where(rows.fname != bad, '')).to_csv(path/'train.csv', index=False)
     with pytest.raises(ValueError, match=f'train.csv: empty labels for {bad}'): pascal_dls(path)
 
-def test_listed_file_missing(tmp_path, df):
-    path, rows = small_copy(tmp_path, df)
+def test_listed_file_missing(cut):
+    path, rows = cut
     gone = rows.fname.iloc[2]
     (path/'train'/gone).unlink()
     with pytest.raises(FileNotFoundError, match=f'train.csv: 1 listed image.*not found.*{gone}'): pascal_dls(path)
 
-def test_no_csv_unreadable_csv(tmp_path, df):
+def test_no_csv_unreadable_csv(cut, tmp_path):
     with pytest.raises(FileNotFoundError, match='train.csv: file not found'): check_train_csv(tmp_path)
-    path, rows = small_copy(tmp_path/'a', df)
+    path, rows = cut
     (path/'train.csv').write_text('')
     with pytest.raises(ValueError, match='cannot be read as CSV'): check_train_csv(path)
 
@@ -60,27 +60,27 @@ def test_no_csv_unreadable_csv(tmp_path, df):
     (True, 'no training rows'),
     (False, 'no validation rows'),
 ])
-def test_bad_is_valid_column(tmp_path, df, is_valid, message):
-    path, rows = small_copy(tmp_path, df)
+def test_bad_is_valid_column(cut, is_valid, message):
+    path, rows = cut
     rows.assign(is_valid=is_valid).to_csv(path/'train.csv', index=False)
     with pytest.raises(ValueError, match=rf'train\.csv: {message}'): check_train_csv(path)
 
-def test_is_valid_as_ones_and_zeros_gives_the_same_split(tmp_path, df):
-    path, rows = small_copy(tmp_path, df)
+def test_is_valid_as_ones_and_zeros_gives_the_same_split(cut):
+    path, rows = cut
     rows.assign(is_valid=rows.is_valid.astype(int)).to_csv(path/'train.csv', index=False)
     assert pd.read_csv(path/'train.csv').is_valid.dtype != bool
     assert check_train_csv(path).is_valid.tolist() == rows.is_valid.tolist()
     dls = pascal_dls(path, size=32, bs=2, num_workers=0)
-    assert (len(dls.train_ds), len(dls.valid_ds)) == (4, 3)
+    assert (len(dls.train_ds), len(dls.valid_ds)) == ((~rows.is_valid).sum(), rows.is_valid.sum())
 
 # --- the threshold travels with the exported learner
 
 @pytest.fixture(scope='module')
-def learner(tmp_path_factory):
+def learner(data_cut):
     from fastai.vision.all import resnet18
     from visioncourse.learner import course_learner
     from visioncourse.multilabel import accuracy_multi
-    path, _ = small_copy(tmp_path_factory.mktemp('pascal'), pd.read_csv(PASCAL/'train.csv'))
+    path, _ = pascal_cut(data_cut)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         dls = pascal_dls(path, size=32, bs=4, num_workers=0)
@@ -119,9 +119,9 @@ def test_problem_registry(df):
     assert isinstance(problem, PascalProblem) and (problem.dataset, problem.arch, problem.size) == ('pascal_2007', 'resnet50', 128)
     assert problem.files(PASCAL) == [PASCAL/'train'/f for f in df.fname]
 
-def test_problem_check_names_bad_image_and_bad_csv(tmp_path, df):
+def test_problem_check_names_bad_image_and_bad_csv(cut):
     from visioncourse.problems import get_problem
-    path, rows = small_copy(tmp_path, df)
+    path, rows = cut
     assert get_problem('pascal').check(path) == [path/'train'/f for f in rows.fname]
     (path/'train'/rows.fname.iloc[0]).write_bytes(b'not a jpeg')
     with pytest.raises(ValueError, match=rows.fname.iloc[0]): get_problem('pascal').check(path)

@@ -2,27 +2,25 @@
 
 The labelling function, the `DataBlock`, the losses against PyTorch, bad input to the losses, export and prediction,
 and the registry are tested in nbs/01_pets.ipynb, beside the code (`nbdev_test`)."""
-import shutil
+import json, os, shutil
+from pathlib import Path
+from unittest import mock
 import pytest
 from PIL import Image
-from visioncourse.data import dataset_path, count_items
+from visioncourse.data import count_items
 from visioncourse.pets import pets_dls, problem
 
-IMAGES = dataset_path('pets')/'images'
+BREEDS = ['Abyssinian', 'beagle', 'great_pyrenees']   # a cat, a one-word and a multi-word dog breed
 
 @pytest.fixture
-def few_pets(tmp_path):
-    "A folder with copies of 4 images each of 3 breeds (a cat, a one-word and a multi-word dog breed)."
-    for breed in ['Abyssinian', 'beagle', 'great_pyrenees']:
-        for f in sorted(IMAGES.glob(f'{breed}_*.jpg'))[:4]: shutil.copy(f, tmp_path/f.name)
-    return tmp_path
+def pets_root(data_cut):
+    "A cut of pets in its layout (conftest's `data_cut`): the first 4 images of each of `BREEDS` under images/."
+    return data_cut('pets', 4, breeds=BREEDS)
 
 @pytest.fixture
-def pets_root(few_pets, tmp_path_factory):
-    "A dataset root in the pets layout: the few images under images/."
-    root = tmp_path_factory.mktemp('root'); (root/'images').mkdir()
-    for f in few_pets.glob('*.jpg'): shutil.copy(f, root/'images'/f.name)
-    return root
+def few_pets(pets_root):
+    "The cut's folder of images."
+    return pets_root/'images'
 
 def test_missing_or_empty_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match='is not a folder'): pets_dls(tmp_path/'nowhere')
@@ -35,12 +33,13 @@ def test_badly_named_image_is_named(few_pets):
 
 def test_folder_of_three_breeds(few_pets):
     dls = pets_dls(few_pets, size=32, presize=48, bs=4, num_workers=0)
-    assert list(dls.vocab) == ['Abyssinian', 'beagle', 'great_pyrenees']   # sorted: capitals first
-    assert len(dls.train_ds) + len(dls.valid_ds) == 12 and len(dls.valid_ds) == 2   # int(20% of 12)
+    n = len(list(few_pets.iterdir()))
+    assert list(dls.vocab) == BREEDS   # sorted: capitals first
+    assert len(dls.train_ds) + len(dls.valid_ds) == n and len(dls.valid_ds) == int(0.2*n)   # the lesson's valid_pct=0.2
     assert dls.one_batch()[0].shape == (4, 3, 32, 32)
 
 def test_problem_files_and_count(pets_root):
-    assert count_items('pets', pets_root) == '12 images'
+    assert count_items('pets', pets_root) == f"{len(list((pets_root/'images').iterdir()))} images"
     assert sorted(f.name for f in problem.files(pets_root)) == sorted(f.name for f in (pets_root/'images').iterdir())
 
 def test_problem_train_predict_plots(pets_root, tmp_path):
@@ -57,16 +56,12 @@ def test_problem_train_predict_plots(pets_root, tmp_path):
         assert problem.plots(learn, out) == {}
     assert [f.name for f in out.iterdir()] == ['confusion_matrix.png'] and (out/'confusion_matrix.png').stat().st_size > 0
     with Image.open(out/'confusion_matrix.png') as im: assert im.width <= 12*72 + 100   # saved small (save_fig's dpi)
-    assert set(pred) == {'label', 'probability', 'probs'} and set(pred['probs']) == {'Abyssinian', 'beagle', 'great_pyrenees'}
+    assert set(pred) == {'label', 'probability', 'probs'} and set(pred['probs']) == set(BREEDS)
     assert pred['label'] == max(pred['probs'], key=pred['probs'].get)   # our dict maps the vocabulary to its probabilities
     assert pred_pil['label'] == pred['label'] and abs(pred_pil['probability'] - pred['probability']) < 1e-5
 
-# --- the lesson's settings (issue 26): quick on any device, a training batch and enough finder points everywhere
-
-import json, os
-from pathlib import Path
-from unittest import mock
-from fastai.vision.all import get_image_files
+# --- the lesson's settings: what tests/test_lesson_settings.py does not check for every lesson (there: quick is the
+# same on any device, a training batch on the sample and the full dataset, enough points for every lr_find)
 
 NB = Path(__file__).resolve().parents[1]/'nbs'/'01_pets.ipynb'
 
@@ -96,17 +91,12 @@ def training_images(n):
 
 @pytest.mark.parametrize('book', [False, True], ids=['quick', 'book'])
 @pytest.mark.parametrize('gpu', [False, True], ids=['cpu', 'gpu'])
-def test_settings_train_on_any_device(book, gpu):
-    from visioncourse.settings import finder_points, FINDER_POINTS
+def test_settings_presize_and_smallest_cut(book, gpu):
+    "The book's presizing (never below the size), and a training batch on the smallest cut the course documents."
     s, g = lesson_settings(book, gpu)
-    test_mode = 'book' if book else 'quick'
-    assert s.mode == test_mode and s.presize >= s.size and g.presize >= g.size
-    assert finder_points(s.finder_it) >= FINDER_POINTS, s.finder_it   # lr_find keeps lrs[num_it//10:-5]
-    n_sample = len(get_image_files(IMAGES))
-    for n in (n_sample, 37*3):   # the data found (the sample or $VISIONCOURSE_DATA's cut), and 3 photos of each breed
-        for bs in (s.bs, g.bs):
-            assert training_images(n)//bs >= 1, f"{n} images, bs={bs}: no full training batch"
-    if not book: assert s.values() == lesson_settings(book, not gpu)[0].values()   # quick is the same on any device
+    assert s.mode == ('book' if book else 'quick') and s.presize >= s.size and g.presize >= g.size
+    for bs in (s.bs, g.bs):   # 3 photos of each of the full dataset's 37 breeds (tools/cut_data.py --pets-per-breed 3)
+        assert training_images(37*3)//bs >= 1, f"{37*3} images, bs={bs}: no full training batch"
 
 def test_main_line_uses_the_books_calls():
     cells = [c for c in code_cells() if '#| cuda' not in c and '#| export' not in c]

@@ -2,8 +2,7 @@
 and the command-line `PlanetProblem` (files, learner, predictions from a file or a decoded image, plots). The metric,
 the tags and the `DataBlock` are tested beside their code in 05_planet; progressive resizing on the pretrained path
 (the resized `DataLoaders` normalised like the first) in tests/test_pretrained.py."""
-import json, shutil
-from pathlib import Path
+import json
 import pandas as pd, pytest
 from visioncourse.data import dataset_path, count_items
 from visioncourse.problems import open_image
@@ -15,38 +14,39 @@ PLANET = dataset_path('planet_sample')
 @pytest.fixture(scope='module')
 def df(): return pd.read_csv(PLANET/'labels.csv')
 
-def small_copy(tmp, df, n=12, edit=None):
-    "A dataset root in `tmp` with the first `n` chips, their rows of labels.csv changed by `edit`."
-    rows = df.head(n)
-    (tmp/'train').mkdir(parents=True)
-    for name in rows.image_name: shutil.copy(PLANET/'train'/f'{name}.jpg', tmp/'train')
-    (edit(rows.copy()) if edit else rows).to_csv(tmp/'labels.csv', index=False)
-    return tmp
+@pytest.fixture
+def planet_cut(data_cut):
+    "`planet_cut(n, edit=None)`: a cut of Planet with its first `n` chips (conftest's `data_cut`), its labels.csv changed by `edit`."
+    def make(n, edit=None):
+        root = data_cut('planet_sample', n)
+        if edit: edit(pd.read_csv(root/'labels.csv')).to_csv(root/'labels.csv', index=False)
+        return root
+    return make
 
 # --- bad input: one line naming the file
 
-def test_check_labels_csv_ok(df, tmp_path):
-    assert check_labels_csv(small_copy(tmp_path, df, 3)).image_name.tolist() == df.image_name[:3].tolist()
+def test_check_labels_csv_ok(planet_cut, df):
+    assert check_labels_csv(planet_cut(3)).image_name.tolist() == df.image_name[:3].tolist()
 
 def test_labels_csv_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match='labels.csv: file not found'): check_labels_csv(tmp_path)
 
-def test_labels_csv_wrong_columns(df, tmp_path):
-    root = small_copy(tmp_path, df, 3, lambda d: d.rename(columns={'tags': 'labels'}))
+def test_labels_csv_wrong_columns(planet_cut):
+    root = planet_cut(3, lambda d: d.rename(columns={'tags': 'labels'}))
     with pytest.raises(ValueError, match=r'labels.csv: missing column\(s\) tags'): check_labels_csv(root)
 
-def test_labels_csv_empty_tags(df, tmp_path):
-    root = small_copy(tmp_path, df, 3, lambda d: d.assign(tags=['clear', '', 'haze']))
+def test_labels_csv_empty_tags(planet_cut, df):
+    root = planet_cut(3, lambda d: d.assign(tags=['clear', '', 'haze']))
     with pytest.raises(ValueError, match=f'empty tags for {df.image_name[1]}'): check_labels_csv(root)
 
-def test_listed_image_missing(df, tmp_path):
-    root = small_copy(tmp_path, df, 3)
+def test_listed_image_missing(planet_cut, df):
+    root = planet_cut(3)
     (root/'train'/f'{df.image_name[2]}.jpg').unlink()
     with pytest.raises(FileNotFoundError, match=rf'1 listed image\(s\) not found .*{df.image_name[2]}.jpg'):
         problem.check(root)
 
-def test_check_decodes_every_image(df, tmp_path):
-    root = small_copy(tmp_path, df, 3)
+def test_check_decodes_every_image(planet_cut, df):
+    root = planet_cut(3)
     assert problem.check(root) == [root/'labels.csv'] + [root/'train'/f'{n}.jpg' for n in df.image_name[:3]]
     bad = root/'train'/f'{df.image_name[0]}.jpg'
     bad.write_bytes(bad.read_bytes()[:300])
@@ -61,8 +61,8 @@ def test_problem_attributes(df):
     assert problem.describe('x.jpg', dict(labels=['clear', 'primary'], threshold=0.2)) == 'x.jpg: clear primary (threshold 0.20)'
     assert 'no tag above the threshold' in problem.describe('x.jpg', dict(labels=[], threshold=0.2))
 
-def test_problem_learner_predict_plots(df, tmp_path):
-    root = small_copy(tmp_path/'data', df, 10)
+def test_problem_learner_predict_plots(planet_cut, df, tmp_path):
+    root = planet_cut(10)
     dls = problem.dls(root, size=32, bs=4, num_workers=0)
     learn = problem.learner(dls, 'resnet18', pretrained=False)
     learn.path = tmp_path
