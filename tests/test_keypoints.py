@@ -9,7 +9,7 @@ from PIL import Image
 from fastai.vision.all import load_learner, resnet18
 from visioncourse.data import dataset_path
 from visioncourse.keypoints import (BiwiFormatError, biwi_dls, get_ctr, PersonSplitter, predict_ctr,
-                                    read_rgb_cal, check_biwi_layout, BiwiProblem, pixel_error)
+                                    read_calibration, check_biwi_layout, BiwiProblem, pixel_error)
 
 BIWI = dataset_path('biwi_head_pose')
 FRAME = BIWI/'01'/'frame_00003_rgb.jpg'
@@ -51,15 +51,15 @@ def test_malformed_pose_file(tmp_path):
 def test_malformed_rgb_cal(tmp_path, text, problem):
     d = person_copy(tmp_path)
     (d/'rgb.cal').write_text(text)
-    with pytest.raises(BiwiFormatError, match=problem) as e: read_rgb_cal(d/'rgb.cal')
+    with pytest.raises(BiwiFormatError, match=problem) as e: read_calibration(d)
     assert str((d/'rgb.cal').resolve()) in str(e.value)
     with pytest.raises(ValueError): get_ctr(d/'frame_00003_rgb.jpg')
 
 def test_calibration_cached(tmp_path):
     d = person_copy(tmp_path)
-    cal = read_rgb_cal(d/'rgb.cal')
+    cal = read_calibration(d)
     (d/'rgb.cal').write_text('garbage')   # not read again: the first reading is cached
-    assert read_rgb_cal(d/'..'/d.name/'rgb.cal') is cal
+    assert read_calibration(d/'..'/d.name) is cal
     assert not cal.K.flags.writeable
 
 # --- layouts on disk

@@ -12,18 +12,20 @@ import functools, itertools
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
+from fastcore.meta import delegates
 from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, RandomSplitter, FileSplitter, Resize, aug_transforms,
                                Normalize, imagenet_stats, get_image_files, unet_learner, AddMaskCodes)
 from .learner import course_learner
 from .data import first_few
+from .settings import has_cuda
 from .problems import Problem, open_image, image_item, save_fig
 
 # %% ../../nbs/06_camvid.ipynb #c8a4e2f1
 def gpu_bs(big, small, need_mib=8200):
     "The lesson's batch size by free GPU memory: `big` with more than `need_mib` MiB free, else `small` (and on a CPU)."
-    if not torch.cuda.is_available(): return small
+    if not has_cuda(): return small
     torch.cuda.empty_cache()                   # as v1's gpu_mem_get_free_no_cache: cached blocks count as free
-    free, total = torch.cuda.mem_get_info()
+    free, _ = torch.cuda.mem_get_info()
     return big if free/2**20 > need_mib else small
 
 # %% ../../nbs/06_camvid.ipynb #b6287a6d
@@ -64,6 +66,7 @@ def pick_frames(path, fnames, n, seed=42):
     k = min(max(1, round(n*len(in_valid)/len(fnames))), len(in_valid))
     return ([in_train[i] for i in rng.permutation(len(in_train))[:n-k]] + [in_valid[i] for i in rng.permutation(len(in_valid))[:k]])
 
+@delegates(DataBlock.dataloaders)
 def camvid_dls(path, size=(96, 128), bs=8, seed=42, n_items=None, **kwargs):
     "`DataLoaders` for CamVid at `path`, at `size` (height, width); `n_items` picks a seeded random subset of frames (`pick_frames`)."
     path = Path(path)

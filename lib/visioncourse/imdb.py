@@ -11,6 +11,7 @@ __all__ = ['LABELS', 'LAYOUT', 'QUICK', 'BOOK', 'imdb_clas_dls', 'imdb_lm_dls', 
 from copy import copy
 from pathlib import Path
 import pandas as pd
+from fastcore.meta import delegates
 from fastai.text.all import (DataBlock, TextBlock, CategoryBlock, ColReader, ColSplitter, RandomSplitter,
                              AWD_LSTM, awd_lstm_lm_config, awd_lstm_clas_config, language_model_learner,
                              text_classifier_learner, accuracy, Perplexity, URLs, set_seed)
@@ -23,6 +24,7 @@ from .settings import yes_no
 from .problems import Problem, save_fig
 
 # %% ../../nbs/07_imdb.ipynb #5a9a44e8
+@delegates(DataBlock.dataloaders)
 def imdb_clas_dls(df, vocab=None, bptt=72, bs=64, **kwargs):
     "Classifier `DataLoaders` on the labelled rows of `df` (`label`, `text`, `is_valid`), with the language model's `vocab`."
     df = df[df.label.notna()]
@@ -32,6 +34,7 @@ def imdb_clas_dls(df, vocab=None, bptt=72, bs=64, **kwargs):
     return block.dataloaders(df, bs=bs, seq_len=bptt, **kwargs)
 
 # %% ../../nbs/07_imdb.ipynb #d7bd3dd4
+@delegates(DataBlock.dataloaders)
 def imdb_lm_dls(df, bptt=72, bs=64, max_vocab=60000, min_freq=3, seed=42, **kwargs):
     "Language-model `DataLoaders` on the `text` column of `df`: every review, 10% held out at random."
     tb = TextBlock.from_df('text', is_lm=True, seq_len=bptt, max_vocab=max_vocab, min_freq=min_freq)

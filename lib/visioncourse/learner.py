@@ -13,6 +13,7 @@ import torch, torchvision
 from pathlib import Path
 from fastai.vision.all import vision_learner, model_meta, Callback, MixedPrecision
 from fastcore.basics import ifnone
+from fastcore.meta import delegates
 from fastcore.xtras import is_listy
 from fastai.vision.learner import _add_norm, _default_meta
 from .data import can_reach
@@ -54,6 +55,7 @@ def with_weights_fallback(make, pretrained, why_not, what):
     learn.pretrained = pretrained
     return learn
 
+@delegates(vision_learner)
 def course_learner(dls, arch, pretrained=True, make=vision_learner, **kwargs):
     "`make(dls, arch, ...)` (`vision_learner` or `unet_learner`), pretrained where the weights can be had, else random weights and one printed line."
     arch = arch_fn(arch)

@@ -15,7 +15,8 @@ import numpy as np, torch
 import torch.nn.functional as F
 from torch import Tensor
 from sklearn.metrics import average_precision_score
-from fastai.vision.all import DataBlock, ImageBlock, MultiCategoryBlock, RandomResizedCrop, set_seed
+from fastcore.meta import delegates
+from fastai.vision.all import DataBlock, ImageBlock, MultiCategoryBlock, RandomResizedCrop
 from .learner import course_learner
 from .data import first_few, read_labels_csv, bool_column, capped_bs
 
@@ -142,6 +143,7 @@ def pascal_block(path, vocab, size=128, min_scale=0.35):
                      get_x=get_x_for(path), get_y=get_y,
                      item_tfms=RandomResizedCrop(size, min_scale=min_scale))
 
+@delegates(DataBlock.dataloaders)
 def pascal_dls(path, size=128, min_scale=0.35, bs=64, df=None, **kwargs):
     "PASCAL `DataLoaders` from `df` (default: `path/'train.csv'`, read and checked by `check_train_csv`)."
     if df is None: df = check_train_csv(path)
@@ -192,9 +194,7 @@ class PascalProblem(MultiLabelProblem):
     "PASCAL VOC 2007 multi-label classification, as in this lesson, for the command line."
     name, arch, size = 'pascal', 'resnet50', 128
     def files(self, path): return [Path(path)/'train'/f for f in check_train_csv(path)['fname']]
-    def dls(self, path, size, bs, seed=42, **kwargs):
-        set_seed(seed, reproducible=True)
-        return pascal_dls(path, size=size, bs=bs, **kwargs)
+    def dls(self, path, size, bs, seed=42, **kwargs): return pascal_dls(path, size=size, bs=bs, **kwargs)
     def learner(self, dls, arch, pretrained=True):
         return course_learner(dls, arch, pretrained=pretrained, metrics=[functools.partial(accuracy_multi, thresh=0.2)])
     def plots(self, learn, out):

@@ -9,6 +9,7 @@ __all__ = ['softmax', 'nll_loss', 'log_softmax', 'cross_entropy', 'pet_label', '
 import re
 from pathlib import Path
 import torch
+from fastcore.meta import delegates
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, get_image_files, RandomSplitter,
                                Resize, aug_transforms)
 
@@ -69,6 +70,7 @@ def pets_block(size=224, presize=460, seed=42, vocab=None):
                      batch_tfms=aug_transforms(size=size, min_scale=0.75))
 
 # %% ../../nbs/01_pets.ipynb #a7f01f42
+@delegates(DataBlock.dataloaders)
 def pets_dls(path, size=224, presize=460, bs=64, seed=42, **kwargs):
     "`DataLoaders` for the pet images in the folder `path` (the dataset's `images/`); `kwargs` go to `dataloaders`."
     path = Path(path)

@@ -11,6 +11,7 @@ import functools
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from sklearn.metrics import fbeta_score
+from fastcore.meta import delegates
 from fastai.vision.all import (DataBlock, ImageBlock, MultiCategoryBlock, RandomSplitter, aug_transforms, Normalize,
                                imagenet_stats, skm_to_fastai)
 from fastai.metrics import ActivationType
@@ -46,6 +47,7 @@ def planet_block(path, size=128, vocab=None, seed=42, valid_pct=0.2):
     return DataBlock(blocks=(ImageBlock, MultiCategoryBlock(vocab=vocab)), get_x=planet_get_x(path), get_y=planet_tags,
                      splitter=RandomSplitter(valid_pct, seed=seed), batch_tfms=planet_tfms(size))
 
+@delegates(DataBlock.dataloaders)
 def planet_dls(path, size=128, bs=64, seed=42, n_items=None, **kwargs):
     "`DataLoaders` for the Planet chips under `path` at `size` pixels; `n_items` picks a seeded random subset."
     path = Path(path)

@@ -27,7 +27,7 @@ def library_versions():
 # %% ../../nbs/04_training.ipynb #d4134172
 class EpochLine(Callback):
     "Print one line per epoch (losses, metrics, time) in place of the progress bar."
-    order = 60
+    order = ProgressCallback.order   # it takes the bar's place: after the `Recorder`, which it reads
     def before_fit(self):
         self.old = self.learn.logger
         if self.old is not noop: self.learn.logger = self._line  # fastai mutes the logger in `lr_find`, `get_preds`...
