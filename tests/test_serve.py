@@ -34,16 +34,16 @@ def client(loaded): return app_client(*loaded, 'model.pkl')
 def text_client(text_loaded): return app_client(*text_loaded, 'model.pkl')
 
 @pytest.fixture(scope='session')
-def planet_model(tmp_path_factory):
-    "A Planet model: `visioncourse train planet` at the session's small settings (tests/conftest.py)."
+def planet_model(tmp_path_factory, data_cut):
+    "A Planet model: `visioncourse train planet` at the session's small settings (helpers.SMALL) on 48 chips: only its answers' form is checked."
     from helpers import train_small
-    return train_small(tmp_path_factory, 'planet', '--lr', '1e-2').out/'model.pkl'
+    return train_small(tmp_path_factory, 'planet', '--lr', '1e-2', '--data', data_cut('planet_sample', 48)).out/'model.pkl'
 
 @pytest.fixture(scope='session')
-def camvid_model(tmp_path_factory):
-    "A CamVid U-Net: `visioncourse train camvid` at the session's small settings (tests/conftest.py)."
+def camvid_model(tmp_path_factory, data_cut):
+    "A CamVid U-Net: `visioncourse train camvid` at the session's small settings on 24 frames, at a fixed rate (no finder)."
     from helpers import train_small
-    return train_small(tmp_path_factory, 'camvid', '--lr', '1e-3').out/'model.pkl'   # a fixed rate: no finder
+    return train_small(tmp_path_factory, 'camvid', '--lr', '1e-3', '--data', data_cut('camvid_tiny', 24)).out/'model.pkl'
 
 def upload(client, name, data, mime='image/jpeg'):
     return client.post('/predict', files=dict(file=(name, data, mime)))
