@@ -73,19 +73,19 @@ clean-check:
 	  test -z "$$left" || { echo "files left in the repository by the tests:"; echo "$$left"; exit 1; }
 	@echo "clean-check: nothing was written into nbs/, lib/, bench/ or tools/"
 
-# nbdev_test (two notebooks at a time) and pytest (whose browser test also runs two notebooks at a time) run side by
-# side, each torch process on one thread, so the cores stay busy to the end; tools/steps.py keeps each one's output in
+# One run of each notebook serves both notebook checks: the real-browser Run All (tests/test_notebooks_browser.py, two
+# notebooks at a time in JupyterLab) runs every notebook as nbdev_test does (IN_TEST=1, VISIONCOURSE_REHEARSAL=1: every
+# cell, `#| cuda` ones rehearsed on the CPU) and fails on any error or warning, so `make test` does not run nbdev_test
+# as well; the rest of pytest runs beside it. nbdev_test itself runs every notebook in `make test-python` (3.12 and
+# 3.13 in CI), and alone in `make nbtest`. Without Chromium (and not under CI) `make test` runs nbdev_test instead;
+# `make test NBTEST=nbdev_test` runs nbdev_test beside the whole pytest suite (each notebook then runs twice).
+# Each torch process uses one thread, so the two cores stay busy to the end; tools/steps.py keeps each step's output in
 # a log file and prints it, with its time, when the step ends (what make 4's --output-sync does, in any make).
-# `make nbtest` or `make pytest` runs one of them alone.
-# `make test NBTEST=browser` (a trial, issue 29 "Time"): one run of each notebook serves both checks. The browser Run
-# All runs every notebook as nbdev_test does (IN_TEST=1, VISIONCOURSE_REHEARSAL=1: every cell, `#| cuda` ones
-# rehearsed) and fails on any error, so nbdev_test itself is not run; the rest of pytest runs beside it. Without
-# Chromium this falls back to the usual nbtest (a learner's `make nbtest` is unchanged either way).
 NB_WORKERS ?= 1
-NBTEST ?= nbdev_test
-test: sync-check clean-nbs-check
+NBTEST ?= browser
+test: sync-check clean-nbs-check chromium
 	@if [ "$(NBTEST)" = browser ] && PYTHONPATH=tests $(BIN)/python -c 'import sys, helpers; sys.exit(helpers.find_chromium() is None)'; then \
-	  echo "make test: $$($(BIN)/python --version) in $(VENV); the browser Run All (as nbdev_test runs each notebook) and the rest of pytest side by side"; \
+	  echo "make test: $$($(BIN)/python --version) in $(VENV); the browser Run All of every notebook (as nbdev_test runs it) and the rest of pytest side by side"; \
 	  OMP_NUM_THREADS=1 $(BIN)/python tools/steps.py \
 	    browser-run-all 'VISIONCOURSE_BROWSER_REHEARSAL=1 $(MAKE) --no-print-directory pytest PYTEST_PATHS=tests/test_notebooks_browser.py' \
 	    pytest '$(MAKE) --no-print-directory pytest PYTEST_ARGS=--ignore=tests/test_notebooks_browser.py'; \
