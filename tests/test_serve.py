@@ -33,17 +33,18 @@ def client(loaded): return app_client(*loaded, 'model.pkl')
 @pytest.fixture(scope='module')
 def text_client(text_loaded): return app_client(*text_loaded, 'model.pkl')
 
-@pytest.fixture(scope='session')
-def planet_model(tmp_path_factory, data_cut):
-    "A Planet model: `visioncourse train planet` at the session's small settings (helpers.SMALL) on 48 chips: only its answers' form is checked."
+def trained_on_cut(tmp_path_factory, data_cut, problem, n, lr):
+    """`visioncourse train problem` at the session's small settings (helpers.SMALL) on `n` items of its dataset (conftest's
+    `data_cut`), at the fixed rate `lr` (no finder): its model.pkl. Only the form of the model's answers is checked."""
     from helpers import train_small
-    return train_small(tmp_path_factory, 'planet', '--lr', '1e-2', '--data', data_cut('planet_sample', 48)).out/'model.pkl'
+    from visioncourse.problems import get_problem
+    return train_small(tmp_path_factory, problem, '--lr', lr, '--data', data_cut(get_problem(problem).dataset, n)).out/'model.pkl'
 
 @pytest.fixture(scope='session')
-def camvid_model(tmp_path_factory, data_cut):
-    "A CamVid U-Net: `visioncourse train camvid` at the session's small settings on 24 frames, at a fixed rate (no finder)."
-    from helpers import train_small
-    return train_small(tmp_path_factory, 'camvid', '--lr', '1e-3', '--data', data_cut('camvid_tiny', 24)).out/'model.pkl'
+def planet_model(tmp_path_factory, data_cut): return trained_on_cut(tmp_path_factory, data_cut, 'planet', 48, '1e-2')
+
+@pytest.fixture(scope='session')
+def camvid_model(tmp_path_factory, data_cut): return trained_on_cut(tmp_path_factory, data_cut, 'camvid', 24, '1e-3')
 
 def upload(client, name, data, mime='image/jpeg'):
     return client.post('/predict', files=dict(file=(name, data, mime)))
