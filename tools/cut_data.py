@@ -11,7 +11,7 @@ Each size left out copies that dataset whole (a same-size copy). What each size 
                   and annotations; the first M images of test/
   biwi_head_pose  the first N frames (image and pose) of each person, with the person's .cal files and the .obj files
   planet_sample   the first N rows of labels.csv and their chips
-  camvid_tiny     the first N images, their labels and codes.txt (and valid.txt, cut to the images kept, if present)
+  camvid_tiny     N images, their labels and codes.txt (with a valid.txt: the first of each split, in its share)
   imdb_sample     N rows of texts.csv: the first of each `is_valid` value, in the source's proportions (each review
                   cut to its first W words with --imdb-words W)
 `cut(name, source, dest, n)` does the same from Python (tests/helpers.py's `cut`, behind conftest.py's `data_cut`)."""
@@ -105,14 +105,18 @@ def cut_planet(src, dst, n=None):
     _extras(src, dst, {'labels.csv'})
 
 def cut_camvid(src, dst, n=None):
-    "The first `n` images with their labels (`<name>_P<ext>`), codes.txt, and valid.txt cut to the images kept."
-    imgs = sorted((src/'images').iterdir())[:n]
+    "`n` images with their labels (`<name>_P<ext>`) and codes.txt; with a valid.txt, the first of each split in its share."
+    imgs = sorted((src/'images').iterdir())
+    listed = set((src/'valid.txt').read_text().split()) if (src/'valid.txt').exists() else None
+    if n is not None and listed is not None:   # keep valid.txt's share of the frames, at least one on each side
+        valid, train = [f for f in imgs if f.name in listed], [f for f in imgs if f.name not in listed]
+        n_valid = min(max(1, round(n * len(valid) / len(imgs))), len(valid), max(n - 1, 1))
+        imgs = sorted(valid[:n_valid] + train[:n - n_valid])
+    else: imgs = imgs[:n]
     for f in imgs:
         _copy(f, dst/'images'/f.name)
         _copy(src/'labels'/f'{f.stem}_P{f.suffix}', dst/'labels'/f'{f.stem}_P{f.suffix}')
-    if (src/'valid.txt').exists():
-        names = {f.name for f in imgs}
-        (dst/'valid.txt').write_text(''.join(l + '\n' for l in (src/'valid.txt').read_text().split() if l in names))
+    if listed is not None: (dst/'valid.txt').write_text(''.join(f.name + '\n' for f in imgs if f.name in listed))
     _extras(src, dst, {'valid.txt'})
 
 def cut_imdb(src, dst, n=None, words=None):
