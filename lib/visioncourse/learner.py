@@ -17,6 +17,7 @@ from fastcore.meta import delegates
 from fastcore.xtras import is_listy
 from fastai.vision.learner import _add_norm, _default_meta
 from .data import can_reach
+from .settings import quiet_cpu_autocast
 
 # %% ../../nbs/00b_learner.ipynb #18eabd6e
 def arch_fn(arch):
@@ -89,7 +90,7 @@ def gpu_checked(learn, device=None):
     "Fit inside: a `GPUCheck` watches, a CPU's autocast warnings are silenced; after, it verifies and prints seconds per epoch."
     check = GPUCheck()
     with learn.added_cbs(check), warnings.catch_warnings():
-        warnings.simplefilter('ignore')   # on a CPU (a rehearsal), fastai's CUDA autocast warns that it is disabled
+        quiet_cpu_autocast()   # on a CPU (a rehearsal), PyTorch warns that CUDA autocast is off; only that is silenced
         yield check
     check.verify(learn, device)
     if check.epoch_times: print(f'{ifnone(device, learn.dls.device)}: seconds per epoch', [round(t, 1) for t in check.epoch_times])

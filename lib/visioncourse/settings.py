@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['NO_GPU', 'FINDER_POINTS', 'has_cuda', 'device_name', 'yes_no', 'env_flag', 'quick_run', 'rehearsing', 'scale_for_gpu',
-           'gpu_settings', 'setup_notebook', 'Settings', 'finder_points', 'finder_iters']
+           'quiet_cpu_autocast', 'gpu_settings', 'setup_notebook', 'Settings', 'finder_points', 'finder_iters']
 
 # %% ../../nbs/00_settings.ipynb #63f2640c
 import os, warnings
@@ -70,12 +70,17 @@ def scale_for_gpu(book):
     if cap is not None: book['workers'] = cap if book.get('workers') is None else min(book['workers'], cap)
     return book
 
+def quiet_cpu_autocast():
+    "Silence the one warning a rehearsal must give: PyTorch's, that CUDA autocast (and its `GradScaler`) is off on a CPU."
+    warnings.filterwarnings('ignore', message='.*CUDA is not available', category=UserWarning)
+
 def gpu_settings(quick, book):
     "The settings GPU cells use: `book` on a CUDA GPU (scaled by `scale_for_gpu`), `quick` (and the CPU) in a rehearsal; an error otherwise."
     import torch
     if has_cuda(): return SimpleNamespace(**scale_for_gpu(book), device=torch.device('cuda'), rehearsal=False)
-    if rehearsing(): return SimpleNamespace(**quick, device=torch.device('cpu'), rehearsal=True)
-    raise RuntimeError(NO_GPU)
+    if not rehearsing(): raise RuntimeError(NO_GPU)
+    quiet_cpu_autocast()   # `to_fp16()` learners warn at every fit, `validate` and `predict` on a CPU
+    return SimpleNamespace(**quick, device=torch.device('cpu'), rehearsal=True)
 
 # %% ../../nbs/00_settings.ipynb #acc13fc1
 def is_gpu_cell(lines):
