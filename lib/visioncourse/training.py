@@ -158,7 +158,7 @@ def fit_lesson(run):
     with train_ctx(learn):
         if pretrained: learn.fine_tune(run.epochs, base_lr=lr, cbs=counter)
         else: learn.fit_one_cycle(run.epochs, lr, cbs=counter)
-    if num_distrib() > 1: print(f"visioncourse: process {rank_distrib()} of {num_distrib()} trained {counter.n} batches")
+    if num_distrib() > 1: print(f"visioncourse: process {rank_distrib()} of {num_distrib()} trained {counter.n} batches\n", end='', flush=True)  # one write: the processes share stdout
     return learn, dict(bs=dls.train.bs, arch=run.arch, pretrained=pretrained, lr=float(lr), lr_found=lr_found, mixed_precision=fp16)
 
 def fit_recipe(run):
