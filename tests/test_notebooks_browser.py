@@ -3,8 +3,9 @@
 The notebooks are copied to a temporary folder first, so JupyterLab's autosave never touches the repository.
 For each notebook we assert: no kernel-selection dialog (the learner lands in a running kernel), every code cell
 executed, no error output, the last cell ran. Notebooks run two at a time (VISIONCOURSE_BROWSER_PARALLEL), each in
-its own page and kernel, as two learners would. A screenshot of each notebook is kept in tests/screenshots/ (git-ignored),
-with each notebook's Run All time in tests/screenshots/run_all_times.txt.
+its own kernel, in one of two pages, as two learners would; a page opens its next notebook when its last one is closed.
+A screenshot of each notebook is kept in tests/screenshots/ (git-ignored), with each notebook's Run All time in
+tests/screenshots/run_all_times.txt.
 """
 import os, shutil, subprocess, sys, time
 from pathlib import Path
@@ -42,7 +43,14 @@ def lab(tmp_path_factory):
     work = tmp_path_factory.mktemp('lab')
     shutil.copytree(ROOT/'nbs', work/'nbs')
     env = {k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'VISIONCOURSE_REHEARSAL', 'VISIONCOURSE_QUICK')}
-    if REHEARSE: env.update(IN_TEST='1', VISIONCOURSE_REHEARSAL='1')   # what nbdev_test --flags cuda runs, under `make test NBTEST=browser`
+    if REHEARSE:   # what nbdev_test --flags cuda runs, under `make test NBTEST=browser`
+        env.update(IN_TEST='1', VISIONCOURSE_REHEARSAL='1', IPYTHONDIR=str(work/'.ipython'))
+        # ... with the kernels loading batches themselves (fastai's `defaults.cpus = 0`: no DataLoader worker processes):
+        # beside the rest of pytest the two cores are busy anyway, and forking and feeding workers cost 01_pets a fifth
+        # of its CPU time (bench/RESULTS.md). nbdev_test (`make test-python`, `make nbtest`) keeps fastai's workers.
+        startup = work/'.ipython'/'profile_default'/'startup'
+        startup.mkdir(parents=True)
+        (startup/'00-no-workers.py').write_text('import fastcore.basics\nfastcore.basics.defaults.cpus = 0\n')
     env['JUPYTER_CONFIG_DIR'] = str(work/'.jupyter')    # no user settings of this machine
     if PARALLEL > 1: env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1)//PARALLEL)))  # share the cores
     env['JUPYTERLAB_SETTINGS_DIR'] = str(work/'.lab-settings')
@@ -86,19 +94,26 @@ STATE_JS = """(path) => {
 }"""
 
 class RunAll:
-    "One notebook's Run All in its own page: open it, wait for the kernel, click Run > Run All Cells, then `poll`."
-    def __init__(self, browser, port, name):
-        self.name, self.page, self.problems = name, browser.new_page(viewport={'width': 1280, 'height': 900}), []
+    """One notebook's Run All: open it (in a new page, or in `page`, a page whose last notebook is closed), wait for the
+    kernel, click Run > Run All Cells, then `poll`. Opening the next notebook in the same page spares a reload of JupyterLab."""
+    def __init__(self, browser, port, name, page=None):
+        self.name, self.page, self.problems = name, page, []
         try:
-            # a workspace of its own, so that this page does not reopen the notebooks other pages have open
-            workspace = Path(name).stem.replace('_', '-')
-            self.page.goto(f'http://127.0.0.1:{port}/lab/workspaces/{workspace}/tree/nbs/{name}?reset&token={TOKEN}', timeout=120_000)
+            if page is None:
+                # a workspace of its own, so that this page does not reopen the notebooks other pages have open
+                self.page = browser.new_page(viewport={'width': 1280, 'height': 900})
+                workspace = Path(name).stem.replace('_', '-')
+                self.page.goto(f'http://127.0.0.1:{port}/lab/workspaces/{workspace}/tree/nbs/{name}?reset&token={TOKEN}', timeout=120_000)
+            else: self.page.evaluate("async (path) => { await window.jupyterapp.commands.execute('docmanager:open', {path}); }",
+                                    f'nbs/{name}')   # (the widget it opens is not returned: it cannot be serialised)
             self.wait(lambda s: s['status'] == 'idle', 120, 'kernel ready')
             self.check_dialog('on opening')
             self.start = time.time()
             self.page.get_by_role('menuitem', name='Run', exact=True).click()
             self.page.get_by_role('menuitem', name='Run All Cells', exact=True).click()
-        except Exception: self.page.close(); raise
+        except Exception:
+            if self.page is not None: self.page.close()
+            raise
 
     def state(self): return self.page.evaluate(STATE_JS, f'nbs/{self.name}')
 
@@ -129,27 +144,40 @@ class RunAll:
         self.page.screenshot(path=str(SHOTS/f'{Path(self.name).stem}.png'))
         with open(SHOTS/'run_all_times.txt', 'a') as f:
             f.write(f"{self.name}: {self.secs:.0f} s, {state['n']} code cells ({PARALLEL} notebooks at a time)\n")
-        try: self.page.evaluate("""(path) => { for (const w of window.jupyterapp.shell.widgets('main'))
-                                      if (w.context && w.context.path === path) return w.sessionContext.shutdown(); }""", f'nbs/{self.name}')
-        except Exception: pass
-        self.page.close()
         return state
+
+    def close(self):
+        "Shut the notebook's kernel down and close it, without a save dialog; the page, still open, is returned for the next one."
+        try:
+            self.page.evaluate("""async (path) => { for (const w of Array.from(window.jupyterapp.shell.widgets('main')))
+                                    if (w.context && w.context.path === path) { await w.sessionContext.shutdown(); w.dispose(); } }""",
+                               f'nbs/{self.name}')
+            return self.page
+        except Exception:
+            self.page.close()
+            return None
 
 @pytest.fixture(scope='module')
 def run_all(request, lab, browser):
     "Run All in each selected notebook, `PARALLEL` at a time (each in its own page and kernel): name -> (state, problems)."
     pending = [item.callspec.params['name'] for item in request.session.items
                if getattr(item, 'originalname', None) == 'test_run_all_in_jupyterlab']
-    results, running = {}, {}
+    results, running, free_pages = {}, {}, []
     while pending or running:
         while pending and len(running) < PARALLEL:
             name = pending.pop(0)
-            try: running[name] = RunAll(browser, lab, name)
+            try: running[name] = RunAll(browser, lab, name, free_pages.pop() if free_pages else None)
             except Exception as e: results[name] = (None, [f"{type(e).__name__}: {e}"])
         for name, run in list(running.items()):
             state = run.poll()
-            if state is not None: results[name] = (state, run.problems); del running[name]
+            if state is None: continue
+            results[name] = (state, run.problems); del running[name]
+            # a page whose notebook failed or timed out is not reused: its kernel may still be busy
+            page = run.close()
+            if page is not None and (run.problems or state['errors']): page.close()
+            elif page is not None: free_pages.append(page)
         time.sleep(1)
+    for page in free_pages: page.close()
     return results
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
