@@ -10,7 +10,7 @@ import argparse, os, sys
 from pathlib import Path
 from fastcore.script import anno_parser
 from .data import DATASETS, DatasetNotFoundError, dataset_path, layout_problem, count_items
-from .problems import PROBLEMS, UsageError, check_problem, check_model_file
+from .problems import PROBLEMS, UsageError, check_problem, check_model_file, text_item
 
 # %% ../../nbs/04a_cli.ipynb #9c50b14d
 ARCHS = ('resnet18', 'resnet34', 'resnet50')
@@ -79,7 +79,7 @@ def predict(
 ):
     "Print the prediction for each item. Loading a pickled learner runs code from it: only load model files you trust."
     check_model_file(model)
-    if text is not None and not text.strip(): raise UsageError("--text is empty")
+    if text is not None: text_item(text, '--text')
     if text is not None and items: raise UsageError("give files or --text, not both")
     if text is None and not items: raise UsageError("give the files to predict (or --text for a text problem)")
     for fn in items:

@@ -21,7 +21,7 @@ from .data import can_reach, dataset_path, DatasetNotFoundError, fastai_cache_pa
 from .learner import with_weights_fallback
 from .data import read_labels_csv
 from .settings import yes_no
-from .problems import Problem, save_fig
+from .problems import Problem, save_fig, text_item
 
 # %% ../../nbs/07_imdb.ipynb #5a9a44e8
 @delegates(DataBlock.dataloaders)
@@ -210,8 +210,7 @@ class ImdbProblem(Problem):
 
     def predict(self, learn, item, out=None):
         "The label of the text `item`, its probability and both probabilities (`out` is unused: nothing is written)."
-        if not str(item).strip(): raise ValueError("the text to predict is empty")
-        label, idx, probs = learn.predict(str(item))
+        label, idx, probs = learn.predict(text_item(item))
         classes = learn.dls.vocab[-1]
         return dict(label=str(label), probability=float(probs[idx]), probs={str(c): float(p) for c, p in zip(classes, probs)})
 

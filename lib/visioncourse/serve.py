@@ -19,7 +19,7 @@ from starlette.formparsers import FormParser, MultiPartParser, MultiPartExceptio
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 import visioncourse
-from .problems import get_problem, open_image, MAX_PIXELS, UsageError
+from .problems import get_problem, open_image, text_item, MAX_PIXELS, UsageError
 
 # %% ../../nbs/08_serve.ipynb #5c7cbfe0
 _TRUST = ("visioncourse serve: {fn} is a pickle, and loading it runs its code: serve only model files you trust "
@@ -136,7 +136,8 @@ def _image_bytes(file, name, max_bytes):
 def answer_upload(learn, problem, item, name, limits, lock):
     "Decode image bytes `item` (or check text `item`), predict, and return the JSON answer; `ClientError` for bad input."
     if problem.inputs == 'text':
-        if not item.strip(): raise ClientError(400, f"{name}: the text is empty")
+        try: item = text_item(item, f"{name}: the text")
+        except ValueError as e: raise ClientError(400, str(e)) from None
         if len(item) > limits.max_text:
             raise ClientError(413, f"{name}: {len(item)} characters; the limit is {limits.max_text}")
         return predict_item(learn, problem, item, lock)
