@@ -159,7 +159,7 @@ class RunAll:
 
 @pytest.fixture(scope='module')
 def run_all(request, lab, browser):
-    "Run All in each selected notebook, `PARALLEL` at a time (each in its own page and kernel): name -> (state, problems)."
+    "Run All in each selected notebook, `PARALLEL` at a time (each in its own kernel, pages reused): name -> (state, problems)."
     pending = [item.callspec.params['name'] for item in request.session.items
                if getattr(item, 'originalname', None) == 'test_run_all_in_jupyterlab']
     results, running, free_pages = {}, {}, []
