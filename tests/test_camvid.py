@@ -11,15 +11,19 @@ from visioncourse.data import dataset_path, count_items
 from visioncourse.camvid import camvid_codes, mask_file, camvid_dls, check_camvid, mask_codes, save_new_png, problem, CamvidProblem
 
 CAMVID = dataset_path('camvid_tiny')
-FNAMES = sorted(get_image_files(CAMVID/'images'))   # in the order tools/cut_data.py cuts them
+FNAMES = sorted(get_image_files(CAMVID/'images'))
+
+def frames(root): return sorted(get_image_files(root/'images'))
 
 @pytest.fixture
 def camvid_cut(data_cut):
-    "`camvid_cut(n, valid=None)`: a cut of CamVid with its first `n` frames (conftest's `data_cut`), with a valid.txt listing `valid`, or none."
+    """`camvid_cut(n, valid=None)`: a cut of `n` CamVid frames (conftest's `data_cut`), with a valid.txt listing the cut's
+    frames `frames(root)[valid]` (`valid` a slice), or none. Tests name frames of the cut: a cut of the full dataset
+    keeps valid.txt's share of each split, not the first `n` frames."""
     def make(n=3, valid=None):
         root = data_cut('camvid_tiny', n)
-        (root/'valid.txt').unlink(missing_ok=True)   # a cut of the full dataset keeps its valid.txt
-        if valid is not None: (root/'valid.txt').write_text(''.join(f'{v}\n' for v in valid))
+        (root/'valid.txt').unlink(missing_ok=True)
+        if valid is not None: (root/'valid.txt').write_text(''.join(f'{f.name}\n' for f in frames(root)[valid]))
         return root
     return make
 
@@ -29,24 +33,24 @@ def test_sample_passes_check():
     assert check_camvid(CAMVID) == get_image_files(CAMVID/'images')
 
 def test_image_without_mask(camvid_cut):
-    root = camvid_cut()
-    mask_file(root/'images'/FNAMES[1].name).unlink()
-    with pytest.raises(FileNotFoundError, match=f'{FNAMES[1].name}: no mask'): problem.check(root)
+    root = camvid_cut(); f = frames(root)[1]
+    mask_file(f).unlink()
+    with pytest.raises(FileNotFoundError, match=f'{f.name}: no mask'): problem.check(root)
 
 def test_mask_of_other_size(camvid_cut):
-    root = camvid_cut()
-    m = mask_file(root/'images'/FNAMES[2].name)
+    root = camvid_cut(); f = frames(root)[2]
+    m = mask_file(f)
     w, h = Image.open(m).size
     Image.open(m).resize((w//2, h//2), Image.NEAREST).save(m)
-    with pytest.raises(ValueError, match=f'{FNAMES[2].stem}_P.png: mask is {w//2}x{h//2} but its image is {w}x{h}'):
+    with pytest.raises(ValueError, match=f'{f.stem}_P.png: mask is {w//2}x{h//2} but its image is {w}x{h}'):
         problem.check(root)
 
 def test_mask_values_outside_codes(camvid_cut):
-    root = camvid_cut()
-    m = mask_file(root/'images'/FNAMES[0].name)
+    root = camvid_cut(); f = frames(root)[0]
+    m = mask_file(f)
     n = len(camvid_codes(CAMVID))
     a = np.array(Image.open(m)); a[0, 0] = n; Image.fromarray(a).save(m)
-    with pytest.raises(ValueError, match=rf'{FNAMES[0].stem}_P.png: class number\(s\) {n} not in codes.txt'): problem.check(root)
+    with pytest.raises(ValueError, match=rf'{f.stem}_P.png: class number\(s\) {n} not in codes.txt'): problem.check(root)
 
 def test_codes_missing(camvid_cut):
     root = camvid_cut(); (root/'codes.txt').unlink()
@@ -54,32 +58,33 @@ def test_codes_missing(camvid_cut):
 
 def test_valid_txt_naming_a_missing_frame_fails_in_check(camvid_cut):
     "A missing frame in valid.txt is one line naming valid.txt and the frame, before training (else an epoch trains, then an empty validation set stops the run)."
-    root = camvid_cut(4, valid=[FNAMES[1].name, 'no_such_frame.png'])
+    root = camvid_cut(4)
+    (root/'valid.txt').write_text(f"{frames(root)[1].name}\nno_such_frame.png\n")
     with pytest.raises(FileNotFoundError) as e: problem.check(root)
     msg = str(e.value)
     assert '\n' not in msg and msg.startswith(str(root/'valid.txt')) and "'no_such_frame.png'" in msg
 
 def test_valid_txt_name_with_a_stray_space_is_named(camvid_cut):
-    root = camvid_cut(4)
-    (root/'valid.txt').write_text(f'{FNAMES[1].name} \n')               # FileSplitter would match no frame
-    with pytest.raises(FileNotFoundError, match=rf"valid.txt: 1 listed frame\(s\) not in .*'{FNAMES[1].name} '"): problem.check(root)
+    root = camvid_cut(4); name = frames(root)[1].name
+    (root/'valid.txt').write_text(f'{name} \n')               # FileSplitter would match no frame
+    with pytest.raises(FileNotFoundError, match=rf"valid.txt: 1 listed frame\(s\) not in .*'{name} '"): problem.check(root)
 
 def test_valid_txt_with_windows_line_ends_passes(camvid_cut):
     "`Path.read_text` (FileSplitter's reader) turns \\r\\n into \\n, so these names match."
     root = camvid_cut(4)
-    (root/'valid.txt').write_bytes(f'{FNAMES[1].name}\r\n'.encode())
+    (root/'valid.txt').write_bytes(f'{frames(root)[1].name}\r\n'.encode())
     assert check_camvid(root) == get_image_files(root/'images')
 
-@pytest.mark.parametrize('valid, message', [([], 'lists no frame'), (None, 'lists every frame')])
+@pytest.mark.parametrize('valid, message', [(slice(0, 0), 'lists no frame'), (slice(None), 'lists every frame')])
 def test_valid_txt_leaving_an_empty_set(camvid_cut, valid, message):
-    root = camvid_cut(3, valid=[f.name for f in FNAMES[:3]] if valid is None else valid)
+    root = camvid_cut(3, valid=valid)
     with pytest.raises(ValueError, match=f'valid.txt: {message}'): check_camvid(root)
 
 def test_full_layout_uses_valid_txt(camvid_cut):
-    root = camvid_cut(5, valid=[f.name for f in FNAMES[3:5]])
+    root = camvid_cut(5, valid=slice(3, 5))
     assert check_camvid(root) == get_image_files(root/'images')
     dls = camvid_dls(root, size=(48, 64), bs=2, num_workers=0)
-    assert sorted(f.name for f in dls.valid_ds.items) == sorted(f.name for f in FNAMES[3:5])
+    assert sorted(f.name for f in dls.valid_ds.items) == sorted(f.name for f in frames(root)[3:5])
     assert len(dls.train_ds) == 3
     xb, yb = dls.one_batch()
     assert xb.shape[1:] == (3, 48, 64) and yb.shape[1:] == (48, 64)
@@ -91,7 +96,7 @@ def test_problem_attributes():
     assert isinstance(problem, CamvidProblem) and not hasattr(problem, 'out_dir')
     assert (problem.name, problem.dataset, problem.arch, problem.size) == ('camvid', 'camvid_tiny', 'resnet34', 96)
     assert count_items(problem.dataset, CAMVID) == f'{len(FNAMES)} frames, {len(camvid_codes(CAMVID))} classes'
-    assert len(problem.check(CAMVID)) == 1 + 2*len(FNAMES)
+    assert len(problem.check(CAMVID)) == 1 + (CAMVID/'valid.txt').is_file() + 2*len(FNAMES)   # codes.txt, valid.txt, frames, masks
     assert (problem.describe('x.png', dict(mask='out/x_pred.png', shares={'Road': 0.41, 'Sky': 0.2, 'Car': 0.1}))
             == 'x.png: mask written to out/x_pred.png; Road 41%, Sky 20%, Car 10%')
 
@@ -102,7 +107,7 @@ def test_problem_learner_predict_plots(camvid_cut, tmp_path, monkeypatch):
     learn = problem.learner(dls, 'resnet18', pretrained=False)
     learn.path = tmp_path
     assert list(mask_codes(dls)) == list(camvid_codes(CAMVID)) and learn.metrics[0].name == 'acc_camvid'
-    fn = root/'images'/FNAMES[0].name
+    fn = frames(root)[0]
     out = tmp_path/'out'                                               # not there yet: predict makes it
     with learn.no_bar(): pred = problem.predict(learn, fn, out=out)
     json.dumps(pred)
@@ -156,8 +161,8 @@ def test_pretrained_unet_frozen_and_normalised_at_both_sizes(camvid_cut, tmp_pat
 
 def test_subset_keeps_validation_frames(camvid_cut):
     "`n_items` on a dataset with valid.txt: the subset keeps valid.txt's share of frames, one at least, for every seed."
-    root = camvid_cut(10, valid=[f.name for f in FNAMES[8:10]])
+    root = camvid_cut(10, valid=slice(8, 10))
     for seed in range(10):
         dls = camvid_dls(root, size=(32, 48), bs=2, n_items=5, seed=seed, num_workers=0)
         assert (len(dls.train_ds), len(dls.valid_ds)) == (4, 1), seed
-        assert {f.name for f in dls.valid_ds.items} <= {f.name for f in FNAMES[8:10]}
+        assert {f.name for f in dls.valid_ds.items} <= {f.name for f in frames(root)[8:10]}

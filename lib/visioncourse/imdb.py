@@ -17,9 +17,9 @@ from fastai.text.all import (DataBlock, TextBlock, CategoryBlock, ColReader, Col
                              text_classifier_learner, accuracy, Perplexity, URLs, set_seed)
 from fastai.data.external import fastai_path
 from fastcore.basics import noop
-from .data import can_reach, dataset_path, DatasetNotFoundError, fastai_cache_path, layout_problem, imdb_unsup_folder
+from .data import (can_reach, dataset_path, DatasetNotFoundError, fastai_cache_path, layout_problem,
+                               imdb_unsup_folder, read_labels_csv)
 from .learner import with_weights_fallback
-from .data import read_labels_csv
 from .settings import yes_no
 from .problems import Problem, save_fig, text_item
 
