@@ -75,11 +75,11 @@ clean-check:
 
 # One run of each notebook serves both notebook checks: the real-browser Run All (tests/test_notebooks_browser.py, two
 # notebooks at a time in JupyterLab) runs every notebook as nbdev_test does (IN_TEST=1, VISIONCOURSE_REHEARSAL=1: every
-# cell, `#| cuda` ones rehearsed on the CPU) and fails on any error or warning, so `make test` does not run nbdev_test
+# cell, `#| cuda` ones rehearsed on the CPU; only the kernels load batches without DataLoader worker processes) and fails on any error or warning, so `make test` does not run nbdev_test
 # as well; the rest of pytest runs beside it. nbdev_test itself runs every notebook in `make test-python` (3.12 and
 # 3.13 in CI), and alone in `make nbtest`. Without Chromium (and not under CI) `make test` runs nbdev_test instead;
 # `make test NBTEST=nbdev_test` runs nbdev_test beside the whole pytest suite (each notebook then runs twice).
-# Each torch process uses one thread, so the two cores stay busy to the end; tools/steps.py keeps each step's output in
+# Each torch process uses one thread, so the cores stay busy to the end; tools/steps.py keeps each step's output in
 # a log file and prints it, with its time, when the step ends (what make 4's --output-sync does, in any make).
 NB_WORKERS ?= 1
 NBTEST ?= browser

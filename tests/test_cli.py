@@ -285,6 +285,8 @@ def test_predict_text_and_text_files(cli, text_problem, tmp_path):
     assert cli('predict', model, review).stdout == f"{review}: 3 words\n"
     latin1 = tmp_path/'latin1.txt'; latin1.write_bytes('café'.encode('latin-1'))
     one_line_error(cli('predict', model, latin1), latin1, 'not a UTF-8 text file')
+    blank = tmp_path/'blank.txt'; blank.write_text(' \n')
+    one_line_error(cli('predict', model, blank), blank, 'is empty')
 
 def test_imdb_predict_text(cli, imdb_run):
     "ULMFiT through the command line (tests/conftest.py's `imdb_run`), then a prediction for a text."

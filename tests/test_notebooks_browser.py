@@ -23,7 +23,7 @@ RUN_ALL_LIMIT_S = 600   # one notebook's Run All on a 2-core CPU takes a few min
 # Notebooks run side by side, each in its own kernel: a kernel importing fastai or decoding images uses one core.
 PARALLEL = int(os.environ.get('VISIONCOURSE_BROWSER_PARALLEL', '2'))
 # VISIONCOURSE_BROWSER_REHEARSAL=1: the kernels run as under `nbdev_test --flags cuda` (quick sizes, `#| cuda` cells
-# rehearsed on the CPU), so that this one Run All of each notebook also serves nbdev_test's check (`make test NBTEST=browser`).
+# rehearsed on the CPU), so that this one Run All of each notebook also serves nbdev_test's check (`make test`).
 REHEARSE = os.environ.get('VISIONCOURSE_BROWSER_REHEARSAL', '') == '1'
 
 def wait_for_server(port, proc, timeout=120):
@@ -43,10 +43,10 @@ def lab(tmp_path_factory):
     work = tmp_path_factory.mktemp('lab')
     shutil.copytree(ROOT/'nbs', work/'nbs')
     env = {k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'VISIONCOURSE_REHEARSAL', 'VISIONCOURSE_QUICK')}
-    if REHEARSE:   # what nbdev_test --flags cuda runs, under `make test NBTEST=browser`
+    if REHEARSE:   # what nbdev_test --flags cuda runs, under `make test`
         env.update(IN_TEST='1', VISIONCOURSE_REHEARSAL='1', IPYTHONDIR=str(work/'.ipython'))
         # ... with the kernels loading batches themselves (fastai's `defaults.cpus = 0`: no DataLoader worker processes):
-        # beside the rest of pytest the two cores are busy anyway, and forking and feeding workers cost 01_pets a fifth
+        # beside the rest of pytest the cores are busy anyway, and forking and feeding workers cost 01_pets a fifth
         # of its CPU time (bench/RESULTS.md). nbdev_test (`make test-python`, `make nbtest`) keeps fastai's workers.
         startup = work/'.ipython'/'profile_default'/'startup'
         startup.mkdir(parents=True)
@@ -172,7 +172,7 @@ def run_all(request, lab, browser):
             state = run.poll()
             if state is None: continue
             results[name] = (state, run.problems); del running[name]
-            # a page whose notebook failed or timed out is not reused: its kernel may still be busy
+            # a page whose notebook failed or timed out is not reused: it may hold a dialog or a half-closed notebook
             page = run.close()
             if page is not None and (run.problems or state['errors']): page.close()
             elif page is not None: free_pages.append(page)

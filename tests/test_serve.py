@@ -16,16 +16,16 @@ def app_client(*args, **kwargs):
 @pytest.fixture(scope='session')
 def served_model(pets_model): return Path(pets_model)
 
-def served(model):
-    "`model` as `visioncourse serve` loads it: (learner, problem)."
+def load_served(model):
+    "`model` as `visioncourse serve` loads it: (learner, problem) (serve imported when a test needs it)."
     from visioncourse.serve import load_served
     return load_served(model)
 
 @pytest.fixture(scope='module')
-def loaded(served_model): return served(served_model)
+def loaded(served_model): return load_served(served_model)
 
 @pytest.fixture(scope='module')
-def text_loaded(imdb_model): return served(imdb_model)
+def text_loaded(imdb_model): return load_served(imdb_model)
 
 @pytest.fixture(scope='module')
 def client(loaded): return app_client(*loaded, 'model.pkl')
@@ -356,7 +356,7 @@ def test_lock(loaded, photos, served_model):
     assert all(r.json()['prediction']['label'] == alone[n] for n, r in answers)
     assert watch.most == 1
     # the same detector with no lock, on a learner of its own: the calls overlap, so the assertion above can fail
-    other, _ = served(served_model)
+    other, _ = load_served(served_model)
     unlocked = Overlap()
     def attempt(im):
         try: return predict_item(other, unlocked.problem(problem), im, contextlib.nullcontext())['prediction']['label']
@@ -522,7 +522,7 @@ def test_bad_text(text_client, kwargs, status, says):
                                         ('planet_model', {'labels', 'threshold', 'probs'}), ('camvid_model', {'mask', 'shares'})])
 def test_other_image_problems(request, which, keys, photos):
     "PASCAL's and Planet's tags, BIWI's head centre and CamVid's mask come back as JSON the page can draw."
-    c = app_client(*served(request.getfixturevalue(which)))
+    c = app_client(*load_served(request.getfixturevalue(which)))
     r = upload(c, photos[0].name, photos[0].read_bytes())
     assert r.status_code == 200, r.json()
     assert set(r.json()['prediction']) == keys
@@ -532,7 +532,6 @@ def test_other_image_problems(request, which, keys, photos):
 def test_every_registered_problem_is_served_or_refused(monkeypatch, tmp_path, loaded):
     "Each problem of the registry takes images or text; an export for an input `serve` cannot take is refused in one line."
     from visioncourse.problems import PROBLEMS, get_problem, UsageError
-    from visioncourse.serve import load_served
     assert {get_problem(n).inputs for n in PROBLEMS} <= {'image', 'text'}
     learn = loaded[0]
     monkeypatch.setitem(PROBLEMS, 'pets', {**PROBLEMS['pets'], 'inputs': 'audio'})

@@ -108,11 +108,10 @@ def cut_camvid(src, dst, n=None):
     "`n` images with their labels (`<name>_P<ext>`) and codes.txt; with a valid.txt, the first of each split in its share."
     imgs = sorted((src/'images').iterdir())
     listed = set((src/'valid.txt').read_text().split()) if (src/'valid.txt').exists() else None
-    if n is not None and listed is not None:   # keep valid.txt's share of the frames, at least one on each side
-        valid, train = [f for f in imgs if f.name in listed], [f for f in imgs if f.name not in listed]
-        n_valid = min(max(1, round(n * len(valid) / len(imgs))), len(valid), max(n - 1, 1))
-        imgs = sorted(valid[:n_valid] + train[:n - n_valid])
-    else: imgs = imgs[:n]
+    if listed is None: imgs = imgs[:n]
+    else:   # keep valid.txt's share of the frames, at least one on each side
+        rows = first_rows_both_splits(['name', 'valid'], [[f.name, f.name in listed] for f in imgs], n, col='valid')
+        imgs = [src/'images'/name for name, _ in rows]
     for f in imgs:
         _copy(f, dst/'images'/f.name)
         _copy(src/'labels'/f'{f.stem}_P{f.suffix}', dst/'labels'/f'{f.stem}_P{f.suffix}')

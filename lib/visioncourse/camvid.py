@@ -147,7 +147,8 @@ class CamvidProblem(Problem):
 
     def predict(self, learn, item, out=None):
         "Write the mask `learn` predicts for `item` (a file, or a decoded image) into folder `out` (default: the current one)."
-        stem = 'upload' if isinstance(item, Image.Image) else Path(item).stem
+        name = (getattr(item, 'filename', '') or 'upload') if isinstance(item, Image.Image) else item   # a decoded file keeps its name
+        stem = Path(name).stem
         mask = predict_mask(learn, item)
         fn = save_new_png(Image.fromarray(mask), Path.cwd() if out is None else out, stem)
         return dict(mask=str(fn), shares={c: round(float(v), 4) for c, v in class_shares(mask, mask_codes(learn.dls)).items()})

@@ -14,7 +14,7 @@ from fastai.distributed import *
 from fastprogress.core import in_notebook
 from dataclasses import dataclass, field, replace
 import visioncourse
-from .problems import UsageError, get_problem, save_fig, check_model_file
+from .problems import UsageError, get_problem, save_fig, check_model_file, text_item
 from .settings import finder_iters, device_name, has_cuda
 
 # %% ../../nbs/04_training.ipynb #ee6eac60
@@ -234,6 +234,7 @@ def prediction_lines(model, items=(), text=None, out='.'):
             yield problem.describe(label, problem.predict(learn, problem.load_item(item), out=Path(out)))
 
 def read_text(fn):
-    "The text of file `fn`, or a one-line error naming it."
-    try: return Path(fn).read_text(encoding='utf-8')
+    "The text of file `fn`, or a one-line error naming it (not UTF-8, or empty)."
+    try: text = Path(fn).read_text(encoding='utf-8')
     except UnicodeDecodeError: raise UsageError(f"{fn}: not a UTF-8 text file") from None
+    return text_item(text, str(fn))
